@@ -1,0 +1,1 @@
+"""Smoothed n-gram language models (numpy only; never imports torch or seqlm)."""

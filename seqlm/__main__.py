@@ -1,0 +1,71 @@
+"""``python -m seqlm COMMAND [overrides]``: a thin dispatch to Hydra and the commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from seqlm.commands import COMMANDS
+from seqlm.errors import SeqlmError
+
+CONF = Path(__file__).parent / "conf"
+USAGE = f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m] (see README)"
+
+
+def check_group_choices(args: list[str]) -> None:
+    """Refuse an unknown ``group=option`` before Hydra does, in one line that lists the choices
+    (Hydra's own message is long and exits with 1)."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        group = CONF / key
+        if not group.is_dir() or "." in key:
+            continue
+        choices = sorted(p.stem for p in group.glob("*.yaml"))
+        values = value.strip("[]").split(",") if value else []
+        for v in values:
+            if v.strip() and v.strip() not in choices:
+                raise SeqlmError(f"{key}={v.strip()!r} is not one of {', '.join(choices)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"seqlm: error: unknown command {command!r}; {USAGE}", file=sys.stderr)
+        sys.exit(2)
+    debug = any(a in ("debug=true", "debug=True") for a in overrides)
+    try:
+        check_group_choices(overrides)
+    except SeqlmError as e:
+        print(f"seqlm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    import hydra
+
+    module = importlib.import_module(f"seqlm.commands.{command}")
+
+    @hydra.main(config_path="conf", config_name=command, version_base="1.3")
+    def task(cfg):
+        try:
+            return module.run(cfg)
+        except SeqlmError as e:
+            if debug:
+                raise
+            print(f"seqlm: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    # Hydra reads sys.argv; Lightning's DDP launcher re-runs `python -m seqlm` with it too,
+    # so the command stays in front and Hydra is shown only the overrides.
+    sys.argv = [f"{sys.argv[0]} {command}", *overrides]
+    task()
+
+
+if __name__ == "__main__":
+    main()

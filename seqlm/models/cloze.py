@@ -1,0 +1,103 @@
+"""``ClozeLM``: the bidirectional RNN used for fill-in-the-blank.
+
+The tutorial's bidirectional RNN, with the one change that makes it an honest model of words:
+the forward state stops *before* the blank and the backward state starts *after* it, so the
+prediction never sees the word it predicts:
+
+    s_t  = f(U  x_t + W  s_{t-1})        forward, left to right
+    s'_t = f(U' x_t + W' s'_{t+1})       backward, right to left, no weights shared
+    o_t  = softmax(V s_{t-1} + V' s'_{t+1})
+
+Its exp(mean NLL) is a *pseudo*-perplexity: each token is predicted from both sides, so the
+product of these conditionals is not the probability of the text, and the figure is never
+comparable with a left-to-right perplexity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqlm.data.batching import IGNORE
+from seqlm.models.recurrent import check_options, make_rnn
+
+
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``lengths[b]`` positions, leave its padding where it is.
+    x (B, T, ...) ; applying it twice gives ``x`` back."""
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device).expand(len(lengths), T)  # (B, T)
+    idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    if x.dim() > 2:
+        idx = idx[..., None].expand(*idx.shape, *x.shape[2:])
+    return x.gather(1, idx)
+
+
+class ClozeLM(nn.Module):
+    """Forward and backward recurrent stacks over a shared word embedding.
+
+    Args:
+        vocab_size: number of tokens (set from the data, not from config).
+        cell: ``rnn`` (Elman), ``lstm`` or ``gru``, for both directions.
+        emb_size: size of the word vectors.
+        hidden_size: state size of each direction.
+        num_layers: stacked layers in each direction.
+        nonlinearity: ``f`` of the Elman cell: ``tanh`` or ``relu``.
+        emb_dropout: dropout on the word vectors.
+        layer_dropout: dropout between stacked layers.
+        out_dropout: dropout on both directions' states before the decoders.
+    """
+
+    layout = "sentences"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "lstm",
+        emb_size: int = 200,
+        hidden_size: int = 200,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        emb_dropout: float = 0.0,
+        layer_dropout: float = 0.0,
+        out_dropout: float = 0.0,
+    ):
+        super().__init__()
+        check_options(
+            cell,
+            nonlinearity,
+            num_layers,
+            {
+                "emb_dropout": emb_dropout,
+                "layer_dropout": layer_dropout,
+                "out_dropout": out_dropout,
+            },
+        )
+        self.cell = cell
+        self.embedding = nn.Embedding(vocab_size, emb_size)
+        self.fwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
+        self.bwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
+        self.dec_fwd = nn.Linear(hidden_size, vocab_size)  # V
+        self.dec_bwd = nn.Linear(hidden_size, vocab_size, bias=False)  # V'
+        self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        for dec in (self.dec_fwd, self.dec_bwd):
+            nn.init.uniform_(dec.weight, -0.1, 0.1)
+        nn.init.zeros_(self.dec_fwd.bias)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T+2): boundary, the T positions to predict, boundary (then padding);
+        lengths (B,): valid positions per row, both boundaries included.
+        Returns logits (B, T, V): row t predicts ``tokens[:, t+1]``."""
+        x = self.emb_drop(self.embedding(tokens))  # (B, T+2, E)
+        s, _ = self.fwd(x)  # s[:, t] has read tokens[:, :t+1]
+        sb, _ = self.bwd(reverse_within(x, lengths))
+        sb = reverse_within(sb, lengths)  # sb[:, t] has read tokens[:, t:length]
+        left = self.out_drop(s[:, :-2])  # s_{t-1} for targets t = 1..T
+        right = self.out_drop(sb[:, 2:])  # s'_{t+1}
+        return self.dec_fwd(left) + self.dec_bwd(right)
+
+    @staticmethod
+    def lengths_of(target: torch.Tensor) -> torch.Tensor:
+        """Valid input length of each row of a sentence batch, from its (B, T) targets."""
+        return (target != IGNORE).sum(1) + 2
