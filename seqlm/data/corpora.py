@@ -35,7 +35,9 @@ def read_text(path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SeqlmError(f"{path}: not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})")
+        raise SeqlmError(
+            f"{path}: not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})"
+        ) from None
     if not text.strip():
         raise SeqlmError(f"{path}: is empty")
     return text
