@@ -1,0 +1,69 @@
+"""``generate ckpt=RUN_DIR [prompt=...]``: sample text from a left-to-right model."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from seqlm.data.vocab import Vocab
+from seqlm.errors import SeqlmError
+from seqlm.scoring import Loaded, encode_known, load_run
+
+
+@torch.no_grad()
+def sample(
+    loaded: Loaded,
+    prompt_ids: list[int],
+    num_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
+) -> list[int]:
+    """Ancestral sampling with temperature and top-k, after reading ``<eos>`` + the prompt."""
+    if temperature <= 0:
+        raise SeqlmError(f"temperature={temperature} must be > 0")
+    if top_k < 0:
+        raise SeqlmError(f"top_k={top_k} must be >= 0 (0 keeps every token)")
+    net = loaded.lit.net
+    context = torch.tensor([[Vocab.eos_id, *prompt_ids]])
+    logits, state = net(context)
+    out: list[int] = []
+    for _ in range(num_tokens):
+        scores = logits[0, -1].float() / temperature
+        if top_k:
+            kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
+        out.append(nxt)
+        if stop_at_eos and nxt == Vocab.eos_id:
+            break
+        logits, state = net(torch.tensor([[nxt]]), state)
+    return out
+
+
+def run(cfg: DictConfig) -> list[str]:
+    loaded = load_run(cfg.ckpt)
+    if loaded.pseudo:
+        raise SeqlmError(
+            f"ckpt={str(cfg.ckpt)!r} is a bidirectional cloze model: it cannot "
+            "generate left to right; use `fill` with it"
+        )
+    words = loaded.tokenize(str(cfg.prompt))
+    prompt = encode_known(loaded, words, "prompt") if words else []
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    texts = []
+    for _ in range(int(cfg.num_samples)):
+        ids = sample(
+            loaded,
+            prompt,
+            int(cfg.num_tokens),
+            float(cfg.temperature),
+            int(cfg.top_k),
+            gen,
+            bool(cfg.stop_at_eos),
+        )
+        text = " ".join(loaded.vocab.decode(i for i in ids if i != Vocab.eos_id))
+        texts.append(" ".join([*words, text]).strip())
+        print(texts[-1])
+    return texts

@@ -1,0 +1,41 @@
+"""``score ckpt=RUN_DIR input=FILE``: n-best rescoring. Each line gets its log-probability
+(natural log, ``<eos>`` included), its per-token perplexity, and its rank (best first)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from seqlm.data.corpora import read_text, split_lines
+from seqlm.scoring import load_run, sentence_logprobs
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    loaded = load_run(cfg.ckpt)
+    raw = [ln for ln in split_lines(read_text(Path(cfg.input).expanduser()))]
+    lines = [loaded.tokenize(ln) for ln in raw]
+    lps = sentence_logprobs(loaded, [loaded.vocab.encode(w) for w in lines])
+    rows = [
+        {
+            "line": i + 1,
+            "logprob": lp,
+            "ppl": math.exp(-lp / (len(w) + 1)),
+            "oov": sum(t not in loaded.vocab.stoi for t in w),
+            "text": text,
+        }
+        for i, (lp, w, text) in enumerate(zip(lps, lines, raw))
+    ]
+    rows.sort(key=lambda r: -r["logprob"])
+    kind = "pseudo_logprob" if loaded.pseudo else "logprob"
+    out = [f"rank\tline\t{kind}\tppl\toov\ttext"]
+    out += [
+        f"{r}\t{x['line']}\t{x['logprob']:.4f}\t{x['ppl']:.2f}\t{x['oov']}\t{x['text']}"
+        for r, x in enumerate(rows, 1)
+    ]
+    if cfg.get("output"):
+        Path(cfg.output).write_text("\n".join(out) + "\n", encoding="utf-8")
+    else:
+        print("\n".join(out))
+    return rows
