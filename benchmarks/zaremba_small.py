@@ -24,18 +24,34 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = ap.parse_args()
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "seqlm", "train", "experiment=zaremba_small",
-           f"data.root={args.ptb}", f"hydra.run.dir={args.out}", *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqlm",
+        "train",
+        "experiment=zaremba_small",
+        f"data.root={args.ptb}",
+        f"hydra.run.dir={args.out}",
+        *args.overrides,
+    ]
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     m = json.loads((Path(args.out) / "metrics.json").read_text())
     tok_s = m["data/train_tokens"] * m["train/epochs"] / m["time/train_s"]
-    print(json.dumps({
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "test/ppl": round(m["test/ppl"], 2), "val/ppl": round(m["val/ppl"], 2),
-        "epochs": m["train/epochs"], "wall_s": round(wall, 1),
-        "train_tokens_per_s": round(tok_s), "paper_test_ppl": 114.5,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                "test/ppl": round(m["test/ppl"], 2),
+                "val/ppl": round(m["val/ppl"], 2),
+                "epochs": m["train/epochs"],
+                "wall_s": round(wall, 1),
+                "train_tokens_per_s": round(tok_s),
+                "paper_test_ppl": 114.5,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

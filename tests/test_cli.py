@@ -1,0 +1,162 @@
+"""The command line: every shipped config runs, bad input gets one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
+
+from seqlm.commands.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "seqlm" / "conf"
+GROUP_CONFIGS = sorted(
+    (p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name != "experiment"
+)
+
+
+def _data_overrides(tmp_path: Path, group: str, name: str) -> list[str]:
+    """What a config needs to run on this machine (paths), and small sizes."""
+    if group == "data" and name in ("ptb", "wikitext2"):
+        return [f"data.root={shared('ptb' if name == 'ptb' else 'wikitext-2')}"]
+    if group == "data" and name == "text":
+        f = tmp_path / "corpus.txt"
+        f.write_text("".join(f"the cat {i % 7} sat on the mat\n" for i in range(300)))
+        return [f"data.path={f}"]
+    if group == "data" and name.startswith("agreement"):
+        return ["data.sizes=[3000,600,600]"]
+    return SMALL_AGREEMENT
+
+
+@pytest.mark.parametrize("group, name", GROUP_CONFIGS, ids=[f"{g}={n}" for g, n in GROUP_CONFIGS])
+def test_every_config_runs_one_step(group, name, tmp_path):
+    overrides = [
+        f"{group}={name}",
+        *_data_overrides(tmp_path, group, name),
+        "trainer.fast_dev_run=true",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    if group != "logger":
+        overrides.append("logger=none")
+    if group != "model":
+        overrides += ["model.emb_size=8", "model.hidden_size=8"]
+    m = train(make_config("train", overrides), run_dir=tmp_path)
+    assert m["test/tokens"] > 0 and m["test/loss"] > 0
+
+
+def test_experiment_presets_compose():
+    cfg = make_config("train", ["experiment=zaremba_small"])
+    assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.data.bptt) == (2, 200, 20)
+    assert cfg.optim.optimizer.lr == 20.0 and cfg.trainer.gradient_clip_val == 0.25
+    assert cfg.optim.scheduler.milestones[0] == 4 and "factor" not in cfg.optim.scheduler
+
+
+def seqlm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "seqlm", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One real run through the CLI (Hydra run dir and all)."""
+    work = tmp_path_factory.mktemp("cli")
+    r = seqlm("train", *SMALL_AGREEMENT, *TINY_TRAIN, "hydra.run.dir=run", cwd=work)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return work, work / "run", r
+
+
+def test_cli_train_writes_run_dir_and_prints_a_summary(cli_run):
+    work, run, r = cli_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert f"{metrics['test/ppl']:.4f}" in r.stdout
+    assert "agreement by distance" in r.stdout
+
+
+def test_cli_multirun_sweeps_models(tmp_path):
+    r = seqlm(
+        "train",
+        "-m",
+        "model=rnn,gru",
+        *SMALL_AGREEMENT,
+        *TINY_TRAIN,
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert runs == ["0_rnn", "1_gru"]
+
+
+def test_cli_score_generate_fill(cli_run):
+    work, run, _ = cli_run
+    (work / "nbest.txt").write_text("the dogs sleep\nthe dogs sleeps\nthe dogs sleeps sleeps\n")
+    r = seqlm("score", f"ckpt={run}", "input=nbest.txt", cwd=work)
+    assert r.returncode == 0, r.stderr
+    rows = [ln.split("\t") for ln in r.stdout.strip().splitlines()[1:]]
+    assert [int(x[0]) for x in rows] == [1, 2, 3]
+    assert [float(x[2]) for x in rows] == sorted((float(x[2]) for x in rows), reverse=True)
+    r = seqlm("generate", f"ckpt={run}", "prompt=the dogs", "num_samples=2", "seed=3", cwd=work)
+    assert r.returncode == 0 and r.stdout.count("the dogs") == 2
+    again = seqlm("generate", f"ckpt={run}", "prompt=the dogs", "num_samples=2", "seed=3", cwd=work)
+    assert again.stdout == r.stdout  # seeded
+    r = seqlm("fill", f"ckpt={run}", "text=the dogs ___ the cat", "top_k=3", cwd=work)
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3
+    probs = [float(ln.split("\t")[0]) for ln in r.stdout.splitlines()]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "model=lstmm"], "model='lstmm' is not one of birnn, deep_rnn, gru, lstm, rnn"),
+        (["train", "-m", "data=agreement,ptbb"], "data='ptbb' is not one of"),
+        (["train", "data=text", "data.path=missing.txt"], "missing.txt: no such file"),
+        (["train", "model.cell=lstmm"], "model.cell='lstmm' is not one of rnn, lstm, gru"),
+        (["eval", "ckpt=nowhere"], "ckpt='nowhere': no such file or run directory"),
+        (["eval", "ckpt=junk.ckpt"], "junk.ckpt': not a seqlm checkpoint"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, tmp_path):
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    r = seqlm(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-1500:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("seqlm: error:") and message in lines[-1], r.stderr[-1500:]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_input_about_a_run(cli_run):
+    work, run, _ = cli_run
+    (work / "latin1.txt").write_bytes(b"caf\xe9\n")
+    cases = [
+        (["score", f"ckpt={run}", "input=latin1.txt"], "latin1.txt: not UTF-8"),
+        (["generate", f"ckpt={run}", "prompt=zzz qqq"], "prompt: every word is outside"),
+        (["fill", f"ckpt={run}", "text=the dogs sleep"], "must hold exactly one ___ blank"),
+        # the same corpus with another seed builds the same words in another order
+        (
+            ["eval", f"ckpt={run}", "data=agreement", "data.sizes=[600,300,300]"],
+            "scores across vocabularies are not comparable",
+        ),
+    ]
+    for args, message in cases:
+        r = seqlm(*args, cwd=work)
+        assert r.returncode == 2, (args, r.stderr[-1500:])
+        assert message in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+
+
+def test_debug_true_shows_the_traceback(tmp_path):
+    r = seqlm("eval", "ckpt=nowhere", "debug=true", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "SeqlmError" in r.stderr

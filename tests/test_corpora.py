@@ -1,0 +1,171 @@
+"""Corpora: the real files in ../shared/data, the text corpus, downloads from a local server."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from seqlm.data import LMData
+from seqlm.data.corpora import FileCorpus, TextCorpus, read_text
+from seqlm.data.download import download, sha256_text_bytes
+from seqlm.errors import SeqlmError
+
+
+def test_ptb_counts_match_its_readme():
+    d = LMData("ptb", root=str(shared("ptb")))
+    d.prepare()
+    assert {s: len(v) for s, v in d.ids.items()} == {"train": 929589, "valid": 73760, "test": 82430}
+    assert len(d.vocab) == 10000
+    assert d.ids["train"].dtype == np.int32
+    assert int((d.ids["test"] == d.vocab.eos_id).sum()) == 3761  # one <eos> per line
+    assert sha256_text_bytes(d.corpus.path("test")) == d.corpus.sha256["test"]
+
+
+def test_wikitext2_counts_match_its_readme():
+    d = LMData("wikitext2", root=str(shared("wikitext-2")))
+    d.prepare()
+    assert {s: len(v) for s, v in d.ids.items()} == {
+        "train": 2088628,
+        "valid": 217646,
+        "test": 245569,
+    }
+    assert len(d.vocab) == 33278
+
+
+def test_chinese_novel_by_characters(tmp_path):
+    path = shared("hongloumeng") / "hongloumeng.txt.gz"
+    d = LMData("text", path=str(path), tokenizer="char", use_cache=False)
+    d.prepare()
+    assert 3000 < len(d.vocab) < 4600  # distinct characters seen in train
+    assert "贾" in d.vocab.stoi and "宝" in d.vocab.stoi
+    lines = read_text(path).splitlines()
+    # contiguous split by lines, every line (blank ones too) ends with <eos>
+    assert sum(int((d.ids[s] == 1).sum()) for s in ("train", "valid", "test")) == len(lines)
+
+
+def test_second_run_reads_the_id_cache(tmp_path, monkeypatch):
+    f = tmp_path / "t.txt"
+    f.write_text("a b c\n" * 50 + "d e\n" * 50)
+    first = LMData("text", path=str(f))
+    first.prepare()
+    calls = []
+    monkeypatch.setattr(TextCorpus, "lines", lambda self, s: calls.append(s) or [])
+    again = LMData("text", path=str(f))
+    again.prepare()
+    assert calls == [] and again.vocab == first.vocab
+    np.testing.assert_array_equal(again.ids["test"], first.ids["test"])
+    f.write_text("a b c\n" * 51 + "d e\n" * 50)  # new content, new key: tokenized again
+    changed = LMData("text", path=str(f))
+    changed.prepare()
+    assert calls
+
+
+def test_text_corpus_three_files_and_fractions(tmp_path):
+    for s in ("train", "valid", "test"):
+        (tmp_path / f"{s}.txt").write_text(f"{s} words here\n")
+    c = TextCorpus(
+        train=str(tmp_path / "train.txt"),
+        valid=str(tmp_path / "valid.txt"),
+        test=str(tmp_path / "test.txt"),
+    )
+    assert c.lines("valid") == [["valid", "words", "here"]]
+    (tmp_path / "all.txt").write_text("".join(f"line {i}\n" for i in range(100)))
+    c = TextCorpus(path=str(tmp_path / "all.txt"), fractions=(0.8, 0.1, 0.1))
+    assert [len(c.lines(s)) for s in ("train", "valid", "test")] == [80, 10, 10]
+    assert c.lines("valid")[0] == ["line", "80"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"  \n\n", "is empty"),
+        (b"caf\xe9 au lait\n", "not UTF-8 (byte 3"),
+    ],
+)
+def test_bad_files_get_one_line_errors(tmp_path, content, message):
+    f = tmp_path / "bad.txt"
+    if content is not None:
+        f.write_bytes(content)
+    with pytest.raises(SeqlmError, match=message) as e:
+        LMData("text", train=str(f), valid=str(f), test=str(f), use_cache=False).prepare()
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_options_are_named(tmp_path):
+    with pytest.raises(SeqlmError, match="data.name='ptbb' is not one of"):
+        LMData("ptbb")
+    with pytest.raises(SeqlmError, match="data.bptt=0 must be a positive integer"):
+        LMData(bptt=0)
+    with pytest.raises(SeqlmError, match="data=text needs data.path"):
+        LMData("text")
+    with pytest.raises(SeqlmError, match="data.root='/nonexistent' is not a folder"):
+        LMData("ptb", root="/nonexistent").prepare()
+    with pytest.raises(SeqlmError, match="has neither ptb.train.txt nor ptb.train.txt.gz"):
+        LMData("ptb", root=str(tmp_path)).prepare()
+    with pytest.raises(SeqlmError, match="data=ptb: unknown option"):
+        LMData("ptb", colour="blue")
+
+
+# -- downloads, against a server on 127.0.0.1 ------------------------------------------------
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _fixture_corpus(root, base, tamper_test=False):
+    texts = {s: f" the {s} text \n a line \n".encode() for s in ("train", "valid", "test")}
+    sha = {s: hashlib.sha256(t).hexdigest() for s, t in texts.items()}
+    for s, t in texts.items():
+        (root / f"tiny.{s}.txt").write_bytes(t + b"tampered" if tamper_test and s == "test" else t)
+    return FileCorpus(
+        "tiny", {s: f"tiny.{s}.txt" for s in texts}, {s: f"{base}/tiny.{s}.txt" for s in texts}, sha
+    )
+
+
+def test_download_once_checked_and_cached(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    root, base = server
+    corpus = _fixture_corpus(root, base)
+    assert corpus.lines("test") == [["the", "test", "text"], ["a", "line"]]
+    assert (tmp_path / "cache" / "tiny" / "tiny.test.txt").exists()
+    (root / "tiny.test.txt").unlink()  # the server no longer has it: the cache answers
+    assert corpus.lines("test")[0] == ["the", "test", "text"]
+
+
+def test_corrupted_download_is_refused_and_leaves_nothing(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    root, base = server
+    corpus = _fixture_corpus(root, base, tamper_test=True)
+    with pytest.raises(SeqlmError, match="tiny.test.txt: downloaded file has sha256 .* refusing"):
+        corpus.lines("test")
+    assert list((tmp_path / "cache" / "tiny").iterdir()) == []  # no partial, no bad file
+
+
+def test_unreachable_url_says_how_to_give_the_files(tmp_path):
+    with pytest.raises(SeqlmError, match="download failed .* data.root=DIR"):
+        download("http://127.0.0.1:9/none.txt", tmp_path / "none.txt", "0" * 64, timeout=2)
+
+
+def test_gzipped_files_are_read_and_hashed_uncompressed(tmp_path):
+    raw = b" a b \n"
+    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(raw))
+    assert read_text(tmp_path / "x.txt.gz") == raw.decode()
+    assert sha256_text_bytes(tmp_path / "x.txt.gz") == hashlib.sha256(raw).hexdigest()

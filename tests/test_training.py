@@ -1,0 +1,154 @@
+"""The Lightning module, evaluation arithmetic and the train/eval commands, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
+from hydra.utils import instantiate
+
+from seqlm.commands.train import train
+from seqlm.data import LMData
+from seqlm.metrics import Perplexity, summarize
+from seqlm.scoring import load_run, sentence_logprobs
+
+DESIGN_KEYS = ("loss", "ppl", "bits", "tokens")
+
+
+def test_perplexity_is_token_weighted_not_a_mean_of_means():
+    nll = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0])]  # batches of 3 and 1 tokens
+    m = Perplexity()
+    for x in nll:
+        m.update(x)
+    assert float(m.compute()) == pytest.approx(math.exp(16 / 4))  # not exp((2 + 10) / 2)
+    s = summarize(16.0, 4, "test")
+    assert s == pytest.approx(
+        {
+            "test/loss": 4.0,
+            "test/ppl": math.exp(4.0),
+            "test/bits": 4.0 / math.log(2),
+            "test/tokens": 4,
+        }
+    )
+    assert "test/pseudo_ppl" in summarize(1.0, 1, "test", pseudo=True)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, "trainer.max_epochs=2"])
+    return out, train(cfg, run_dir=out)
+
+
+def test_train_writes_the_run_directory(small_run):
+    out, metrics = small_run
+    on_disk = json.loads((out / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for k in DESIGN_KEYS:
+            assert f"{split}/{k}" in on_disk
+    assert on_disk["test/ppl"] == pytest.approx(metrics["test/ppl"])
+    assert on_disk["test/ppl"] == pytest.approx(math.exp(on_disk["test/loss"]))
+    assert on_disk["test/ppl"] >= on_disk["test/ppl_floor"] * 0.98
+    assert (out / "checkpoints" / "best.ckpt").exists() and (
+        out / "checkpoints" / "last.ckpt"
+    ).exists()
+    assert json.loads((out / "vocab.json").read_text())[:2] == ["<unk>", "<eos>"]
+    assert "model:" in (out / "config.yaml").read_text()
+    assert 0.0 <= on_disk["test/agreement"] <= 1.0
+
+
+def test_test_ppl_equals_a_hand_computation_over_the_whole_split(small_run):
+    """Unroll the trained model over the test stream in one pass, token by token, and compare
+    with the figure of the batched, windowed evaluation (10 streams, fresh states)."""
+    out, metrics = small_run
+    loaded = load_run(out)
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN])
+    data: LMData = instantiate(cfg.data, _convert_="all")
+    data.prepare()
+    ids = torch.from_numpy(data.ids["test"]).long()
+    n = len(ids)
+    L = math.ceil(n / data.eval_batch_size)
+    total = 0.0
+    with torch.no_grad():
+        for b in range(data.eval_batch_size):  # each stream from a zero state, as documented
+            tgt = ids[b * L : (b + 1) * L]
+            prev = torch.cat([torch.tensor([1]), ids])[b * L : b * L + len(tgt)]
+            logits, _ = loaded.lit.net(prev[None])
+            total += F.cross_entropy(logits[0], tgt, reduction="sum").item()
+    assert metrics["test/tokens"] == n
+    assert metrics["test/loss"] == pytest.approx(total / n, rel=1e-6)
+    assert metrics["test/ppl"] == pytest.approx(math.exp(total / n), rel=1e-6)
+
+
+def test_sentence_logprob_is_the_chain_rule_sum(small_run):
+    loaded = load_run(small_run[0])
+    words = "the dog near the cats sleeps".split()
+    ids = loaded.vocab.encode(words)
+    lp = sentence_logprobs(loaded, [ids, ids[:3]])
+    with torch.no_grad():
+        logits, _ = loaded.lit.net(torch.tensor([[1, *ids]]))
+        logp = torch.log_softmax(logits[0], -1)
+        expect = sum(logp[t, w].item() for t, w in enumerate([*ids, 1]))
+    assert lp[0] == pytest.approx(expect, abs=1e-4)
+    # the probabilities of all one-word continuations of a context sum to one
+    assert torch.logsumexp(logp[2], 0).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_eval_command_reproduces_the_training_figures(small_run):
+    from seqlm.commands import eval as eval_cmd
+
+    out, metrics = small_run
+    again = eval_cmd.run(make_config("eval", [f"ckpt={out}"]))
+    assert again["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-9)
+    assert again["val/ppl"] == pytest.approx(metrics["val/ppl"], rel=1e-9)
+
+
+def test_birnn_reports_pseudo_perplexity_only(tmp_path):
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, "model=birnn", "model.cell=gru"])
+    m = train(cfg, run_dir=tmp_path)
+    assert "test/pseudo_ppl" in m and "test/ppl" not in m
+    assert m["test/tokens"] == len(
+        instantiate(cfg.data, _convert_="all").corpus.lines("test")
+    ) + sum(len(x) for x in instantiate(cfg.data, _convert_="all").corpus.lines("test"))
+
+
+def test_default_lstm_reaches_the_floor_and_learns_agreement(tmp_path):
+    """The main command as shipped (`python -m seqlm train model=lstm`): test ppl within 10% of
+    the corpus floor, agreement >= 90% at subject-verb distance >= 5."""
+    cfg = make_config("train", ["model=lstm", "logger=none", "trainer.enable_progress_bar=false"])
+    m = train(cfg, run_dir=tmp_path)
+    assert m["test/ppl"] <= 1.10 * m["test/ppl_floor"]
+    assert m["test/agreement_far"] >= 0.90
+
+
+@pytest.mark.parametrize("model", ["rnn", "deep_rnn", "lstm", "gru", "birnn"])
+def test_every_model_on_ptb_scores_all_82430_test_tokens(model, tmp_path):
+    root = shared("ptb")
+    cfg = make_config(
+        "train",
+        [
+            f"model={model}",
+            "data=ptb",
+            f"data.root={root}",
+            "trainer.max_steps=50",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            # small layers: the 10k-way softmax over 156k evaluation tokens dominates the time
+            "model.emb_size=64",
+            "model.hidden_size=64",
+        ],
+    )
+    m = train(cfg, run_dir=tmp_path)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    ppl_key = "pseudo_ppl" if model == "birnn" else "ppl"
+    for split in ("val", "test"):
+        for k in ("loss", ppl_key, "bits", "tokens"):
+            assert f"{split}/{k}" in on_disk
+    assert on_disk["test/tokens"] == 82430 and on_disk["val/tokens"] == 73760
+    assert on_disk["data/vocab_size"] == 10000
+    assert m["test/loss"] < math.log(10000)  # 50 steps already beat the uniform guess
