@@ -86,7 +86,7 @@ def test_test_ppl_equals_a_hand_computation_over_the_whole_split(small_run):
 
 def test_sentence_logprob_is_the_chain_rule_sum(small_run):
     loaded = load_run(small_run[0])
-    words = "the dog near the cats sleeps".split()
+    words = ["the", "dog", "near", "the", "cats", "sleeps"]
     ids = loaded.vocab.encode(words)
     lp = sentence_logprobs(loaded, [ids, ids[:3]])
     with torch.no_grad():
