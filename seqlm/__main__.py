@@ -31,6 +31,15 @@ def check_group_choices(args: list[str]) -> None:
                 raise SeqlmError(f"{key}={v.strip()!r} is not one of {', '.join(choices)}")
 
 
+def user_error(exc: BaseException) -> SeqlmError | None:
+    """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it."""
+    while exc is not None:
+        if isinstance(exc, SeqlmError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -55,10 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     def task(cfg):
         try:
             return module.run(cfg)
-        except SeqlmError as e:
-            if debug:
+        except Exception as e:
+            err = user_error(e)
+            if err is None or debug:
                 raise
-            print(f"seqlm: error: {e}", file=sys.stderr)
+            print(f"seqlm: error: {err}", file=sys.stderr)
             sys.exit(2)
 
     # Hydra reads sys.argv; Lightning's DDP launcher re-runs `python -m seqlm` with it too,

@@ -37,7 +37,7 @@ def test_every_config_runs_one_step(group, name, tmp_path):
     overrides = [
         f"{group}={name}",
         *_data_overrides(tmp_path, group, name),
-        "trainer.fast_dev_run=true",
+        "+trainer.fast_dev_run=true",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
     ]

@@ -88,7 +88,7 @@ def test_text_corpus_three_files_and_fractions(tmp_path):
         (None, "no such file"),
         (b"", "is empty"),
         (b"  \n\n", "is empty"),
-        (b"caf\xe9 au lait\n", "not UTF-8 (byte 3"),
+        (b"caf\xe9 au lait\n", r"not UTF-8 \(byte 3"),
     ],
 )
 def test_bad_files_get_one_line_errors(tmp_path, content, message):

@@ -75,6 +75,8 @@ class LMData(pl.LightningDataModule):
             h.update(self.corpus.key().encode())
         else:
             for path in self.corpus.sources():
+                if not path.is_file():
+                    raise SeqlmError(f"{path}: no such file")
                 h.update(hashlib.sha256(path.read_bytes()).digest())
             h.update(self.corpus.tokenizer.encode())
         h.update(repr((self.name, self.min_freq, self.max_size)).encode())
