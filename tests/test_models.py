@@ -144,3 +144,18 @@ def test_bad_options_are_named(kwargs, message):
 def test_weight_tying_shares_the_matrix():
     model = RecurrentLM(V, emb_size=H, hidden_size=H, tie_weights=True)
     assert model.decoder.weight.data_ptr() == model.embedding.weight.data_ptr()
+
+
+def test_model_presets_name_real_constructor_arguments():
+    """Every key of every model preset is an argument of the class it builds (a typo in a
+    YAML would otherwise fail only when that preset is used)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+    from hydra.utils import get_class
+
+    for path in (Path(__file__).parents[1] / "seqlm" / "conf" / "model").glob("*.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        params = inspect.signature(get_class(cfg.pop("_target_"))).parameters
+        assert set(cfg) <= set(params) - {"vocab_size"}, path.name

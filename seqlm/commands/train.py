@@ -80,8 +80,15 @@ def agreement_lines(metrics: dict[str, Any], split: str = "test") -> str:
     return "\n".join(rows)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``; returns the metrics also written to metrics.json."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    callbacks: list | None = None,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``; returns the metrics also written to metrics.json.
+    ``callbacks`` are added to the trainer's; ``evaluate=False`` skips the final validation
+    and test (benchmarks of the training loop)."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -108,12 +115,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     )
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[ckpt],
+        callbacks=[ckpt, *(callbacks or [])],
         logger=make_loggers(cfg, run_dir) or False,
         default_root_dir=str(run_dir),
     )
     trainer.fit(lit, datamodule=data)
     train_s = time.perf_counter() - started
+    if not evaluate:
+        return {"time/train_s": train_s, "train/steps": trainer.global_step}
 
     # Validate and test with the best weights; with no validation yet (a short max_steps
     # run), with the weights as they are.
