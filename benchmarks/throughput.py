@@ -143,13 +143,9 @@ def main() -> None:
         f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}"
     )
-    for name, xs in (("plain loop", plain), ("seqlm", ours)):
-        print(
-            f"{name:<10}  tokens/s: median {statistics.median(xs):8.0f}  runs {[round(x) for x in xs]}"
-        )
-    print(
-        f"ratio seqlm/plain: median {statistics.median(ratios):.3f}  runs {[round(r, 3) for r in ratios]}"
-    )
+    for name, xs in (("plain loop", plain), ("seqlm", ours), ("ratio", ratios)):
+        runs = ", ".join(f"{x:.3g}" for x in xs)
+        print(f"{name:<10}  median {statistics.median(xs):10.4g}   runs [{runs}]")
 
 
 if __name__ == "__main__":
