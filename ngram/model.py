@@ -1,0 +1,312 @@
+"""``NgramLM``: an n-gram model of any order, fitted from text or read from ARPA.
+
+A fitted model is kept in backoff form, as in an ARPA file: for every stored n-gram its full
+(interpolated) log-probability, for every stored context its log backoff weight. A word is
+then scored in one vectorised pass per order: the longest stored n-gram ending in it, plus the
+backoff weights of the longer contexts that missed. Additive and MLE models, which spread
+their left-over mass uniformly rather than over lower orders, are scored by their own rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from ngram import counting, smoothing
+from ngram.errors import NgramError
+
+UNK, EOS, BOS = "<unk>", "</s>", "<s>"
+
+
+class NgramLM:
+    """Ids ``0 .. V-1`` are the vocabulary (``unk_id``, ``eos_id`` among them); id ``V`` is
+    ``<s>``. ``tables[k-1]`` holds order k: sorted keys, log-probs, log backoff weights."""
+
+    def __init__(
+        self,
+        itos: list[str],
+        order: int,
+        smoothing_name: str,
+        unk_id: int = 0,
+        eos_id: int = 1,
+        normalized: bool = True,
+    ):
+        self.itos, self.order, self.smoothing = list(itos), order, smoothing_name
+        self.unk_id, self.eos_id, self.bos_id = unk_id, eos_id, len(itos)
+        self.base = len(itos) + 1
+        self.normalized = normalized
+        self.keys: list[np.ndarray] = []
+        self.logp: list[np.ndarray] = []
+        self.logbow: list[np.ndarray] = []
+        self.info: dict = {}
+        self._uniform: list[tuple] | None = None  # (ctx keys, ctx total, gamma) for additive/MLE
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    # -- fitting -----------------------------------------------------------------------------
+    @classmethod
+    def fit_ids(
+        cls,
+        ids: np.ndarray,
+        itos: list[str],
+        order: int = 3,
+        smoothing_name: str = "modified_kn",
+        unk_id: int = 0,
+        eos_id: int = 1,
+        **params,
+    ) -> NgramLM:
+        """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout)."""
+        if not isinstance(order, int) or order < 1:
+            raise NgramError(f"order={order!r} must be an integer >= 1")
+        if smoothing_name not in smoothing.METHODS:
+            raise NgramError(
+                f"smoothing={smoothing_name!r} is not one of {', '.join(smoothing.METHODS)}"
+            )
+        params = _check_params(smoothing_name, params)
+        V = len(itos)
+        counting.check_fits(V, order)
+        model = cls(
+            itos,
+            order,
+            smoothing_name,
+            unk_id,
+            eos_id,
+            normalized=smoothing_name != "stupid_backoff",
+        )
+        stream, line_start = counting.pad_sentences(ids, eos_id, model.bos_id)
+        raw = counting.count_ngrams(stream, line_start, order, model.base, model.bos_id)
+        model._estimate(raw, params)
+        return model
+
+    @classmethod
+    def fit(
+        cls,
+        sentences: Iterable[list[str]],
+        order: int = 3,
+        smoothing_name: str = "modified_kn",
+        **params,
+    ) -> NgramLM:
+        """Fit on tokenized sentences. The vocabulary is every word seen, plus ``<unk>`` (for
+        words never seen) and ``</s>``; ``<s>`` is context only."""
+        itos, stoi, ids = [UNK, EOS], {UNK: 0, EOS: 1}, []
+        for sent in sentences:
+            for w in sent:
+                if w not in stoi:
+                    stoi[w] = len(itos)
+                    itos.append(w)
+                ids.append(stoi[w])
+            ids.append(1)
+        if BOS in stoi:
+            raise NgramError(f"the text holds the reserved token {BOS}")
+        return cls.fit_ids(np.asarray(ids, dtype=np.int64), itos, order, smoothing_name, **params)
+
+    def _estimate(self, raw: list[tuple[np.ndarray, np.ndarray]], params: dict) -> None:
+        N, V, base, method = self.order, self.vocab_size, self.base, self.smoothing
+        # Unigram table: every vocabulary word (seen or not) and <s>, so every id has a row.
+        all_ids = np.arange(V + 1, dtype=np.int64)
+        uni = np.zeros(V + 1, dtype=np.int64)
+        uni[raw[0][0]] = raw[0][1]
+        raw = [(all_ids, uni), *raw[1:]]
+        counts = [c for _, c in raw]
+        if method in smoothing.CONTINUATION:
+            # Lower orders count distinct left extensions, except n-grams that start with <s>
+            # (nothing can precede them): KenLM's adjusted counts, Chen & Goodman sec. 3.
+            for k in range(N - 1, 0, -1):
+                keys = raw[k - 1][0]
+                cont = counting.continuation_counts(raw[k][0], keys, k, base)
+                starts_bos = keys // base ** (k - 1) == self.bos_id
+                counts[k - 1] = np.where(starts_bos, counts[k - 1], cont)
+        if method in smoothing.UNIFORM:
+            return self._estimate_uniform(raw, counts, params)
+
+        prev_logp = None  # log p of the order below, aligned with its keys
+        for k in range(1, N + 1):
+            keys = raw[k - 1][0]
+            c = counts[k - 1]
+            predicted = keys % base != self.bos_id  # <s> is never predicted
+            kp, cp = keys[predicted], c[predicted]
+            if k == 1:
+                # estimate over the words seen; unseen ones (count 0) get only the uniform share
+                seen = cp > 0
+                st = smoothing.OrderStats(
+                    kp[seen], cp[seen], np.zeros(1, np.int64), np.zeros(int(seen.sum()), np.int64)
+                )
+                a_seen, gamma, info = smoothing.estimate(method, st, k, V, k == N, params)
+                alpha = np.zeros(len(kp))
+                alpha[seen] = a_seen
+                if method == "stupid_backoff":
+                    p = alpha  # S(w) = c(w) / N, zero for unseen words
+                else:
+                    p = alpha + gamma[0] / V  # interpolated with the uniform p_0 = 1/V
+            else:
+                ctx_keys, ctx_index = counting.group_by_context(kp, base)
+                st = smoothing.OrderStats(kp, cp, ctx_keys, ctx_index)
+                alpha, gamma, info = smoothing.estimate(method, st, k, V, k == N, params)
+                suffix = kp % base ** (k - 1)
+                lower_idx = np.searchsorted(self.keys[k - 2], suffix)
+                if method == "stupid_backoff":  # seen: the relative frequency alone
+                    p = alpha
+                else:
+                    p = alpha + gamma[ctx_index] * np.exp(prev_logp[lower_idx])
+                # gamma(h) is the backoff weight of the context h, an n-gram of order k-1
+                at = np.searchsorted(self.keys[k - 2], ctx_keys)
+                with np.errstate(divide="ignore"):
+                    self.logbow[k - 2][at] = np.log(gamma)
+            self.info[f"order{k}"] = info
+            logp_k = np.full(len(keys), 0.0 if k == 1 else -np.inf)  # <s>: log p = 0 as KenLM
+            with np.errstate(divide="ignore"):
+                logp_k[predicted] = np.log(p)
+            self.keys.append(keys)
+            self.logp.append(logp_k)
+            self.logbow.append(np.zeros(len(keys)))
+            prev_logp = logp_k
+
+    def _estimate_uniform(self, raw, counts, params) -> None:
+        """Additive and MLE: the order-N estimate for each full context, uniform elsewhere."""
+        N, V, base = self.order, self.vocab_size, self.base
+        self._uniform = []
+        for k in range(1, N + 1):
+            keys, c = raw[k - 1][0], counts[k - 1]
+            predicted = keys % base != self.bos_id
+            kp, cp = keys[predicted], c[predicted]
+            if k == 1:
+                ctx_keys, ctx_index = np.zeros(1, np.int64), np.zeros(len(kp), np.int64)
+            else:
+                ctx_keys, ctx_index = counting.group_by_context(kp, base)
+            st = smoothing.OrderStats(kp, cp, ctx_keys, ctx_index)
+            alpha, gamma, _ = smoothing.estimate(self.smoothing, st, k, V, k == N, params)
+            with np.errstate(divide="ignore"):
+                self.keys.append(kp)
+                self.logp.append(np.log(alpha + gamma[ctx_index] / V))
+            self._uniform.append((ctx_keys, gamma))
+            self.logbow.append(np.zeros(len(kp)))
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _lookup(self, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        table = self.keys[k - 1]
+        if not len(table):
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        idx = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        return idx, table[idx] == keys
+
+    def score_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Natural-log probability of every token of an id stream (lines end with ``eos_id``),
+        each predicted from ``<s>`` and the words before it in its line. Vectorised: one
+        lookup per order for the whole stream."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise NgramError(f"ids outside the vocabulary 0..{self.vocab_size - 1}")
+        stream, line_start = counting.pad_sentences(ids, self.eos_id, self.bos_id)
+        pos = np.flatnonzero(stream != self.bos_id)[: len(ids)]
+        avail = np.minimum(pos - line_start[pos], self.order - 1)  # usable context length
+        if self._uniform is not None:
+            return self._score_uniform(stream, pos, avail)
+        out = np.full(len(pos), np.nan)
+        bow_sum = np.zeros(len(pos))
+        for k in range(self.order, 0, -1):
+            todo = np.isnan(out) & (avail >= k - 1)
+            if not todo.any():
+                continue
+            p_at = pos[todo]
+            idx, hit = self._lookup(k, counting.keys_at(stream, p_at, k, self.base))
+            sel = np.flatnonzero(todo)
+            out[sel[hit]] = self.logp[k - 1][idx[hit]]
+            if k > 1:  # missed: add the backoff weight of this order's context, if stored
+                miss = sel[~hit]
+                cidx, chit = self._lookup(
+                    k - 1, counting.keys_at(stream, pos[miss] - 1, k - 1, self.base)
+                )
+                bow_sum[miss[chit]] += self.logbow[k - 2][cidx[chit]]
+        return out + bow_sum
+
+    def _score_uniform(self, stream, pos, avail) -> np.ndarray:
+        out = np.empty(len(pos))
+        V = self.vocab_size
+        for k in range(1, self.order + 1):
+            at = np.flatnonzero(avail == k - 1)
+            if not len(at):
+                continue
+            idx, hit = self._lookup(k, counting.keys_at(stream, pos[at], k, self.base))
+            ctx_keys, gamma = self._uniform[k - 1]
+            ctx = counting.keys_at(stream, pos[at] - 1, k - 1, self.base) if k > 1 else 0 * at
+            if len(ctx_keys):
+                cidx = np.minimum(np.searchsorted(ctx_keys, ctx), len(ctx_keys) - 1)
+                chit = ctx_keys[cidx] == ctx
+            else:
+                cidx, chit = np.zeros(len(at), np.int64), np.zeros(len(at), bool)
+            g = gamma[cidx] if len(gamma) else np.ones(len(at))
+            with np.errstate(divide="ignore"):
+                unseen = np.where(chit, np.log(g / V), -np.log(V))  # no context: 1/V
+            if self.smoothing == "mle":
+                unseen = np.where(chit, -np.inf, -np.inf)
+            stored = self.logp[k - 1][idx] if len(self.logp[k - 1]) else unseen
+            out[at] = np.where(hit, stored, unseen)
+        return out
+
+    def next_logprobs(self, context: list[int], at_start: bool = True) -> np.ndarray:
+        """log p(w | context) for every vocabulary id w, in one vectorised call. ``at_start``:
+        the context follows ``<s>`` (a sentence's first words); else it is taken from the
+        middle of a sentence (then only its last order-1 words matter)."""
+        ctx = list(context)[-(self.order - 1) :] if self.order > 1 else []
+        pad = [] if at_start else [self.unk_id] * (self.order - 1 - len(ctx))
+        V = self.vocab_size
+        line = np.asarray([*pad, *ctx, 0, self.eos_id], dtype=np.int64)
+        lines = np.tile(line, (V, 1))
+        lines[:, len(pad) + len(ctx)] = np.arange(V)
+        scores = self.score_ids(lines.ravel()).reshape(V, len(line))
+        return scores[:, len(pad) + len(ctx)]
+
+    def logprob(self, word: str, context: Iterable[str] = ()) -> float:
+        """log p(word | context) for strings. A context that starts with ``<s>`` is a
+        sentence's beginning; otherwise it is read as the middle of a sentence."""
+        stoi = {w: i for i, w in enumerate(self.itos)}
+        ctx = list(context)
+        at_start = bool(ctx) and ctx[0] == BOS
+        ids = [stoi.get(w, self.unk_id) for w in (ctx[1:] if at_start else ctx)]
+        return float(self.next_logprobs(ids, at_start)[stoi.get(word, self.unk_id)])
+
+    def perplexity(self, ids: np.ndarray) -> float:
+        if not self.normalized:
+            raise NgramError(
+                "stupid backoff gives unnormalised scores, not probabilities: it has no perplexity"
+            )
+        lp = self.score_ids(ids)
+        return math.exp(-lp.mean())
+
+
+def _check_params(method: str, params: dict) -> dict:
+    allowed = {
+        "lidstone": {"k"},
+        "absolute": {"discount"},
+        "kn": {"discount"},
+        "modified_kn": {"discount_fallback"},
+        "stupid_backoff": {"backoff"},
+    }
+    extra = set(params) - allowed.get(method, set())
+    if extra:
+        raise NgramError(f"smoothing={method} takes no option {', '.join(sorted(extra))}")
+    out = dict(params)
+    if method == "lidstone":
+        k = out.get("k")
+        if k is None or not k > 0:
+            raise NgramError(f"lidstone needs k > 0 (add-k); got k={k!r}")
+    if method in ("absolute", "kn") and out.get("discount") is not None:
+        d = out["discount"]
+        if not 0 < d <= 1:
+            raise NgramError(f"discount={d!r} must be in (0, 1] for smoothing={method}")
+    if method == "stupid_backoff":
+        b = out.setdefault("backoff", 0.4)
+        if not 0 < b < 1:
+            raise NgramError(f"backoff={b!r} must be in (0, 1) for stupid backoff")
+    if method == "modified_kn" and out.get("discount_fallback") is not None:
+        fb = tuple(float(x) for x in out["discount_fallback"])
+        if len(fb) != 3 or not all(0 < d < c for d, c in zip(fb, (1, 2, 3))):
+            raise NgramError(
+                f"discount_fallback={list(fb)} must be D1 in (0,1), D2 in (0,2), D3+ in (0,3)"
+            )
+        out["discount_fallback"] = fb
+    return out

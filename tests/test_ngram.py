@@ -1,0 +1,322 @@
+"""The n-gram package against brute-force sums, nltk.lm and KenLM's lmplz."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import warnings
+
+import numpy as np
+import pytest
+from conftest import shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ngram.arpa import read_arpa, write_arpa
+from ngram.errors import NgramError
+from ngram.model import NgramLM
+
+LN10 = math.log(10)
+SMOOTHED = [
+    ("modified_kn", {"discount_fallback": [0.5, 1.0, 1.5]}),
+    ("kn", {"discount": 0.75}),
+    ("absolute", {"discount": 0.6}),
+    ("witten_bell", {}),
+    ("laplace", {}),
+    ("lidstone", {"k": 0.05}),
+]
+
+corpora = st.lists(
+    st.lists(st.sampled_from("abcdefg"), min_size=0, max_size=8), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sents=corpora,
+    order=st.integers(1, 4),
+    which=st.integers(0, len(SMOOTHED) - 1),
+    ctx=st.lists(st.integers(0, 8), max_size=3),
+    at_start=st.booleans(),
+)
+def test_every_distribution_sums_to_one(sents, order, which, ctx, at_start):
+    """For any context, seen or not, sum_w p(w | context) = 1 by brute force over the
+    vocabulary, and every word, <unk> included, has a finite probability."""
+    method, params = SMOOTHED[which]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny corpora fall back to fixed MKN discounts
+        try:
+            m = NgramLM.fit(sents, order, method, **params)
+        except NgramError as e:  # a KN discount from too few counts: a clear refusal
+            assert "too small" in str(e) and method == "kn"
+            return
+    ctx = [c % m.vocab_size for c in ctx]
+    lp = m.next_logprobs(ctx, at_start)
+    assert np.isfinite(lp).all()
+    assert math.fsum(np.exp(lp)) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_mle_is_infinite_on_unseen_events_and_says_so():
+    m = NgramLM.fit([["a", "b"], ["b", "a"]], 2, "mle")
+    assert m.logprob("a", ["<s>"]) == pytest.approx(math.log(1 / 2))
+    assert m.logprob("b", ["b"]) == -math.inf
+    assert m.perplexity(np.array([2, 2, 1])) == math.inf
+
+
+def test_stupid_backoff_is_a_score_not_a_probability():
+    m = NgramLM.fit([["a", "b", "c"], ["a", "c"]], 2, "stupid_backoff")
+    # S(c | b) = c(b c)/c(b) = 1; S(b | c) = 0.4 * c(b)/N, N = 7 tokens with </s>
+    assert m.logprob("c", ["b"]) == pytest.approx(0.0)
+    assert m.logprob("b", ["c"]) == pytest.approx(math.log(0.4 * 1 / 7))
+    assert np.exp(m.next_logprobs([2], at_start=False)).sum() > 1.0  # unnormalised
+    with pytest.raises(NgramError, match="stupid backoff .* no perplexity"):
+        m.perplexity(np.array([2, 1]))
+
+
+# -- parity with nltk.lm -------------------------------------------------------------------
+TEXT = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat saw a dog",
+    "the dog saw the cat on the mat",
+    "a mat on a log",
+]
+
+
+def _nltk(cls, order, **kw):
+    """nltk fitted on exactly our n-grams (one <s>, as KenLM pads). nltk would count <s> in
+    |V| (it can be predicted there); we fold <s> into <UNK>, which never occurs in this text,
+    so that both vocabularies have the same size."""
+    from nltk.lm import Vocabulary
+    from nltk.util import everygrams
+
+    sents = [["<s>", *s.split(), "</s>"] for s in TEXT]
+    grams = [
+        [g for g in everygrams(s, max_len=order) if g[-1] != "<s>" or len(g) == 1] for s in sents
+    ]
+    vocab = Vocabulary([w for s in sents for w in s if w != "<s>"])
+    lm = (
+        cls(kw.pop("gamma"), order, vocabulary=vocab)
+        if "gamma" in kw
+        else cls(order, vocabulary=vocab, **kw)
+    )
+    lm.fit(grams)
+    return lm
+
+
+def _contexts(order):
+    sents = [["<s>", *s.split(), "</s>"] for s in TEXT]
+    out = set()
+    for s in sents:
+        for i in range(1, len(s)):
+            out.add(tuple(s[max(0, i - order + 1) : i]))
+    return sorted(c for c in out if len(c) == order - 1)
+
+
+@pytest.mark.parametrize(
+    "method, cls, kw", [("laplace", "Laplace", {}), ("lidstone", "Lidstone", {"gamma": 0.3})]
+)
+def test_additive_equals_nltk(method, cls, kw):
+    import nltk.lm
+
+    lm = _nltk(getattr(nltk.lm, cls), 3, **kw)
+    ours = NgramLM.fit([s.split() for s in TEXT], 3, method, **({"k": kw["gamma"]} if kw else {}))
+    assert len(lm.vocab) == ours.vocab_size
+    for ctx in _contexts(3):
+        nctx = tuple("<UNK>" if w == "<s>" else w for w in ctx)
+        for w in ours.itos[1:]:
+            expect = lm.score(w, nctx)
+            assert math.exp(ours.logprob(w, ctx)) == pytest.approx(expect, rel=1e-12)
+
+
+def _alpha_gamma(m: NgramLM, w: str, ctx: tuple) -> tuple[float, float]:
+    """Our interpolation parts, read back from the backoff form: gamma(h) is the backoff
+    weight, alpha(w|h) = p(w|h) - gamma(h) p(w|h')."""
+    ids = {x: i for i, x in enumerate(m.itos)}
+    k = len(ctx)
+    key = 0
+    for x in ctx:
+        key = key * m.base + (m.bos_id if x == "<s>" else ids[x])
+    j = np.searchsorted(m.keys[k - 1], key)
+    gamma = math.exp(m.logbow[k - 1][j])
+    lower = math.exp(m.logprob(w, ctx[1:])) if k > 1 else math.exp(m.logprob(w, []))
+    if k > 1 and ctx[1:2] == ("<s>",):
+        lower = math.exp(m.logprob(w, ctx[1:]))
+    return math.exp(m.logprob(w, ctx)) - gamma * lower, gamma
+
+
+def test_witten_bell_equals_nltk_above_unigrams():
+    """alpha and gamma agree at orders 2 and 3. Documented difference: nltk's unigram level
+    is the plain MLE (an unseen word gets probability 0, hence infinite perplexity); ours
+    interpolates it with the uniform distribution, as Witten-Bell prescribes."""
+    from nltk.lm import WittenBellInterpolated
+
+    lm = _nltk(WittenBellInterpolated, 3)
+    ours = NgramLM.fit([s.split() for s in TEXT], 3, "witten_bell")
+    for ctx in _contexts(3) + _contexts(2):
+        nctx = tuple("<UNK>" if w == "<s>" else w for w in ctx)
+        for w in ours.itos[1:]:
+            a, g = lm.estimator.alpha_gamma(w, nctx)
+            oa, og = _alpha_gamma(ours, w, ctx)
+            assert (oa, og) == pytest.approx((a, g), abs=1e-12)
+    n = sum(len(s.split()) + 2 for s in TEXT)  # nltk's unigrams count <s> too
+    assert lm.estimator.unigram_score("cat") == pytest.approx(3 / n)  # MLE, no uniform share
+    assert ours.logprob("<unk>") > -math.inf  # never seen, still a finite probability
+
+
+def test_kneser_ney_equals_nltk_at_the_highest_order():
+    """With the same fixed discount, alpha and gamma agree at the highest order (raw counts).
+    Documented differences below it: nltk computes continuation counts also for contexts that
+    start with <s> (which nothing precedes), giving them zero mass (nltk issues #3065/#2332);
+    we use raw counts there, as KenLM and Chen & Goodman do; and nltk's unigram level is not
+    interpolated with the uniform distribution."""
+    from nltk.lm import KneserNeyInterpolated
+
+    lm = _nltk(KneserNeyInterpolated, 3, discount=0.75)
+    ours = NgramLM.fit([s.split() for s in TEXT], 3, "kn", discount=0.75)
+    for ctx in _contexts(3):
+        nctx = tuple("<UNK>" if w == "<s>" else w for w in ctx)
+        for w in ours.itos[1:]:
+            a, g = lm.estimator.alpha_gamma(w, nctx)
+            oa, og = _alpha_gamma(ours, w, ctx)
+            assert (oa, og) == pytest.approx((a, g), abs=1e-12)
+    # the documented difference, shown: nothing precedes <s>, so nltk's continuation count of
+    # a context that starts with it is 0 and the estimate divides by zero
+    with pytest.raises(ZeroDivisionError):
+        lm.estimator.alpha_gamma("cat", ("<UNK>",))
+    assert math.fsum(np.exp(ours.next_logprobs([], at_start=True))) == pytest.approx(1.0)
+
+
+# -- KenLM -----------------------------------------------------------------------------------
+def _ptb_lines(split):
+    with gzip.open(shared("ptb") / f"ptb.{split}.txt.gz", "rt") as f:
+        # KenLM reserves <unk>; the reference files renamed PTB's <unk> (see their README)
+        return [["<ptb-unk>" if w == "<unk>" else w for w in ln.split()] for ln in f]
+
+
+@pytest.fixture(scope="module")
+def ptb_models():
+    train = _ptb_lines("train")
+    return train, {n: NgramLM.fit(train, n, "modified_kn") for n in (2, 3)}
+
+
+@pytest.mark.parametrize("order, ppl", [(3, 148.2815), (2, 185.7049)])
+def test_modified_kn_matches_lmplz_entry_by_entry(ptb_models, order, ppl):
+    ours = ptb_models[1][order]
+    ken = read_arpa(shared("kenlm-ptb") / f"ptb.o{order}.arpa.gz")
+    kst = {w: i for i, w in enumerate(ken.itos)}
+    to_ken = np.array([kst[w] for w in ours.itos] + [ken.bos_id])
+    for k in range(1, order + 1):
+        keys = ours.keys[k - 1]
+        kk = np.zeros(len(keys), np.int64)
+        for j in range(k):
+            kk = kk * ken.base + to_ken[(keys // ours.base ** (k - 1 - j)) % ours.base]
+        order_idx = np.argsort(kk)
+        np.testing.assert_array_equal(kk[order_idx], ken.keys[k - 1])  # the same n-grams
+        dp = np.abs(ours.logp[k - 1][order_idx] - ken.logp[k - 1]) / LN10
+        db = np.abs(ours.logbow[k - 1][order_idx] - ken.logbow[k - 1]) / LN10
+        assert db.max() < 1e-4
+        if k > 1:
+            assert dp.max() < 1e-4, (k, dp.max())
+        else:
+            # The one known difference: lmplz's count-of-counts for order-1 adjusted counts has
+            # n4 = 656 where ours has 657 (n1..n3 agree: 176, 255, 388), so its D3+ is 1.26492
+            # against our 1.26227 (3-gram model; the 2-gram model's order 1 differs alike). Unigrams with adjusted count >= 3 and the uniform share move
+            # by at most 8.5e-4 in log10; everything else stays within 1e-4.
+            assert ours.info["order1"]["discounts"][:2] == pytest.approx(
+                [0.25656, 0.82888], abs=1e-5
+            )
+            assert dp.max() < 1e-3 and (dp < 1e-4).mean() > 0.95
+    test = _ptb_lines("test")
+    stoi = {w: i for i, w in enumerate(ours.itos)}
+    ids = np.array([i for ln in test for i in [*(stoi.get(w, 0) for w in ln), 1]])
+    assert len(ids) == 82430
+    assert ours.perplexity(ids) == pytest.approx(ppl, rel=1e-3)
+    assert ken.perplexity(np.array([kst[ours.itos[i]] for i in ids])) == pytest.approx(
+        ppl, rel=1e-5
+    )
+
+
+def test_arpa_round_trip_keeps_every_score(tmp_path):
+    m = NgramLM.fit([s.split() for s in TEXT], 3, "modified_kn", discount_fallback=[0.5, 1, 1.5])
+    write_arpa(m, tmp_path / "m.arpa.gz")
+    back = read_arpa(tmp_path / "m.arpa.gz")
+    assert back.itos == m.itos
+    ids = np.array([2, 3, 4, 1, 5, 6, 2, 1, 0, 3, 1])
+    np.testing.assert_allclose(back.score_ids(ids), m.score_ids(ids), atol=1e-6)
+
+
+def test_our_arpa_loads_in_kenlm_if_installed(tmp_path):
+    kenlm = pytest.importorskip("kenlm", reason="the kenlm module did not install here")
+    m = NgramLM.fit([s.split() for s in TEXT], 3, "witten_bell")
+    write_arpa(m, tmp_path / "m.arpa")
+    km = kenlm.Model(str(tmp_path / "m.arpa"))
+    ids = [m.itos.index(w) for w in "the cat sat".split()] + [1]
+    assert km.score("the cat sat", bos=True, eos=True) == pytest.approx(
+        m.score_ids(np.array(ids)).sum() / LN10, abs=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "no \\\\data\\\\ header"),
+        (
+            "\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n",
+            "1-grams section has 1 entries, the header says 2",
+        ),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\n", "missing \\\\end\\\\"),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\nx\ta\n\\end\\\n", "m.arpa:5: not a number"),
+        (
+            "\\data\\\nngram 1=1\nngram 2=1\n\n\\1-grams:\n-1\ta\n\n\\2-grams:\n-1\ta b\n\\end\\\n",
+            "2-gram word 'b' is not among the unigrams",
+        ),
+    ],
+)
+def test_bad_arpa_files_are_named_with_their_line(tmp_path, content, message):
+    (tmp_path / "m.arpa").write_text(content)
+    with pytest.raises(NgramError, match=message):
+        read_arpa(tmp_path / "m.arpa")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"order": 0}, "order=0 must be an integer >= 1"),
+        ({"smoothing_name": "good_turing"}, "smoothing='good_turing' is not one of"),
+        ({"smoothing_name": "kn", "discount": 1.5}, r"discount=1.5 must be in \(0, 1\]"),
+        ({"smoothing_name": "lidstone"}, "lidstone needs k > 0"),
+        ({"smoothing_name": "laplace", "k": 2}, "smoothing=laplace takes no option k"),
+        ({"smoothing_name": "modified_kn"}, "too small.*discount_fallback"),
+    ],
+)
+def test_bad_options_get_clear_errors(kwargs, message):
+    with pytest.raises(NgramError, match=message):
+        NgramLM.fit([["a", "b"], ["b"]], **{"order": 2, **kwargs})
+
+
+def test_modified_kn_fallback_warns_and_names_the_option():
+    with pytest.warns(UserWarning, match="using discount_fallback"):
+        NgramLM.fit([["a", "b"], ["b"]], 2, "modified_kn", discount_fallback=[0.5, 1, 1.5])
+
+
+def test_counting_in_chunks_gives_the_same_model(monkeypatch):
+    import ngram.counting
+
+    sents = [s.split() for s in TEXT] * 7
+    whole = NgramLM.fit(sents, 3, "witten_bell")
+    monkeypatch.setattr(ngram.counting, "CHUNK", 5)
+    chunked = NgramLM.fit(sents, 3, "witten_bell")
+    for a, b in zip(whole.logp, chunked.logp):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_package_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ngram.model, ngram.arpa; "
+        "assert not {'torch', 'seqlm', 'pytorch_lightning'} & set(sys.modules), sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
