@@ -38,6 +38,7 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
             "lower orders, this method does not (or is not normalised)"
         )
     names = [*model.itos, BOS]
+    names[model.unk_id], names[model.eos_id] = UNK, EOS  # seqlm's <eos> is ARPA's </s>
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt", encoding="utf-8") as f:

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ngram import counting, smoothing
+from ngram import counting
+from ngram import smoothing as sm
 from ngram.errors import NgramError
 
 UNK, EOS, BOS = "<unk>", "</s>", "<s>"
@@ -28,12 +29,12 @@ class NgramLM:
         self,
         itos: list[str],
         order: int,
-        smoothing_name: str,
+        smoothing: str,
         unk_id: int = 0,
         eos_id: int = 1,
         normalized: bool = True,
     ):
-        self.itos, self.order, self.smoothing = list(itos), order, smoothing_name
+        self.itos, self.order, self.smoothing = list(itos), order, smoothing
         self.unk_id, self.eos_id, self.bos_id = unk_id, eos_id, len(itos)
         self.base = len(itos) + 1
         self.normalized = normalized
@@ -54,7 +55,7 @@ class NgramLM:
         ids: np.ndarray,
         itos: list[str],
         order: int = 3,
-        smoothing_name: str = "modified_kn",
+        smoothing: str = "modified_kn",
         unk_id: int = 0,
         eos_id: int = 1,
         **params,
@@ -62,20 +63,18 @@ class NgramLM:
         """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout)."""
         if not isinstance(order, int) or order < 1:
             raise NgramError(f"order={order!r} must be an integer >= 1")
-        if smoothing_name not in smoothing.METHODS:
-            raise NgramError(
-                f"smoothing={smoothing_name!r} is not one of {', '.join(smoothing.METHODS)}"
-            )
-        params = _check_params(smoothing_name, params)
+        if smoothing not in sm.METHODS:
+            raise NgramError(f"smoothing={smoothing!r} is not one of {', '.join(sm.METHODS)}")
+        params = _check_params(smoothing, params)
         V = len(itos)
         counting.check_fits(V, order)
         model = cls(
             itos,
             order,
-            smoothing_name,
+            smoothing,
             unk_id,
             eos_id,
-            normalized=smoothing_name != "stupid_backoff",
+            normalized=smoothing != "stupid_backoff",
         )
         stream, line_start = counting.pad_sentences(ids, eos_id, model.bos_id)
         raw = counting.count_ngrams(stream, line_start, order, model.base, model.bos_id)
@@ -87,7 +86,7 @@ class NgramLM:
         cls,
         sentences: Iterable[list[str]],
         order: int = 3,
-        smoothing_name: str = "modified_kn",
+        smoothing: str = "modified_kn",
         **params,
     ) -> NgramLM:
         """Fit on tokenized sentences. The vocabulary is every word seen, plus ``<unk>`` (for
@@ -102,7 +101,7 @@ class NgramLM:
             ids.append(1)
         if BOS in stoi:
             raise NgramError(f"the text holds the reserved token {BOS}")
-        return cls.fit_ids(np.asarray(ids, dtype=np.int64), itos, order, smoothing_name, **params)
+        return cls.fit_ids(np.asarray(ids, dtype=np.int64), itos, order, smoothing, **params)
 
     def _estimate(self, raw: list[tuple[np.ndarray, np.ndarray]], params: dict) -> None:
         N, V, base, method = self.order, self.vocab_size, self.base, self.smoothing
@@ -112,7 +111,7 @@ class NgramLM:
         uni[raw[0][0]] = raw[0][1]
         raw = [(all_ids, uni), *raw[1:]]
         counts = [c for _, c in raw]
-        if method in smoothing.CONTINUATION:
+        if method in sm.CONTINUATION:
             # Lower orders count distinct left extensions, except n-grams that start with <s>
             # (nothing can precede them): KenLM's adjusted counts, Chen & Goodman sec. 3.
             for k in range(N - 1, 0, -1):
@@ -120,7 +119,7 @@ class NgramLM:
                 cont = counting.continuation_counts(raw[k][0], keys, k, base)
                 starts_bos = keys // base ** (k - 1) == self.bos_id
                 counts[k - 1] = np.where(starts_bos, counts[k - 1], cont)
-        if method in smoothing.UNIFORM:
+        if method in sm.UNIFORM:
             return self._estimate_uniform(raw, counts, params)
 
         prev_logp = None  # log p of the order below, aligned with its keys
@@ -132,20 +131,18 @@ class NgramLM:
             if k == 1:
                 # estimate over the words seen; unseen ones (count 0) get only the uniform share
                 seen = cp > 0
-                st = smoothing.OrderStats(
+                st = sm.OrderStats(
                     kp[seen], cp[seen], np.zeros(1, np.int64), np.zeros(int(seen.sum()), np.int64)
                 )
-                a_seen, gamma, info = smoothing.estimate(method, st, k, V, k == N, params)
+                a_seen, gamma, info = sm.estimate(method, st, k, V, params)
                 alpha = np.zeros(len(kp))
                 alpha[seen] = a_seen
-                if method == "stupid_backoff":
-                    p = alpha  # S(w) = c(w) / N, zero for unseen words
-                else:
-                    p = alpha + gamma[0] / V  # interpolated with the uniform p_0 = 1/V
+                # interpolated with the uniform p_0 = 1/V; stupid backoff: S(w) = c(w) / N
+                p = alpha if method == "stupid_backoff" else alpha + gamma[0] / V
             else:
                 ctx_keys, ctx_index = counting.group_by_context(kp, base)
-                st = smoothing.OrderStats(kp, cp, ctx_keys, ctx_index)
-                alpha, gamma, info = smoothing.estimate(method, st, k, V, k == N, params)
+                st = sm.OrderStats(kp, cp, ctx_keys, ctx_index)
+                alpha, gamma, info = sm.estimate(method, st, k, V, params)
                 suffix = kp % base ** (k - 1)
                 lower_idx = np.searchsorted(self.keys[k - 2], suffix)
                 if method == "stupid_backoff":  # seen: the relative frequency alone
@@ -177,8 +174,8 @@ class NgramLM:
                 ctx_keys, ctx_index = np.zeros(1, np.int64), np.zeros(len(kp), np.int64)
             else:
                 ctx_keys, ctx_index = counting.group_by_context(kp, base)
-            st = smoothing.OrderStats(kp, cp, ctx_keys, ctx_index)
-            alpha, gamma, _ = smoothing.estimate(self.smoothing, st, k, V, k == N, params)
+            st = sm.OrderStats(kp, cp, ctx_keys, ctx_index)
+            alpha, gamma, _ = sm.estimate(self.smoothing, st, k, V, params)
             with np.errstate(divide="ignore"):
                 self.keys.append(kp)
                 self.logp.append(np.log(alpha + gamma[ctx_index] / V))
@@ -269,6 +266,42 @@ class NgramLM:
         ids = [stoi.get(w, self.unk_id) for w in (ctx[1:] if at_start else ctx)]
         return float(self.next_logprobs(ids, at_start)[stoi.get(word, self.unk_id)])
 
+    def save(self, path) -> None:
+        """Every table, exactly (``.npz``, no pickle); ARPA holds only backoff-form models."""
+        arrays = {
+            "itos": np.asarray(self.itos),
+            "meta": np.asarray([self.order, self.unk_id, self.eos_id, int(self.normalized)]),
+        }
+        arrays["smoothing"] = np.asarray(self.smoothing)
+        for k in range(self.order):
+            arrays[f"keys{k}"], arrays[f"logp{k}"] = self.keys[k], self.logp[k]
+            arrays[f"logbow{k}"] = self.logbow[k]
+            if self._uniform is not None:
+                arrays[f"uctx{k}"], arrays[f"ugamma{k}"] = self._uniform[k]
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> NgramLM:
+        try:
+            z = np.load(path, allow_pickle=False)
+            order, unk_id, eos_id, normalized = (int(x) for x in z["meta"])
+            m = cls(
+                [str(w) for w in z["itos"]],
+                order,
+                str(z["smoothing"]),
+                unk_id,
+                eos_id,
+                bool(normalized),
+            )
+            m.keys = [z[f"keys{k}"] for k in range(order)]
+            m.logp = [z[f"logp{k}"] for k in range(order)]
+            m.logbow = [z[f"logbow{k}"] for k in range(order)]
+            if "uctx0" in z:
+                m._uniform = [(z[f"uctx{k}"], z[f"ugamma{k}"]) for k in range(order)]
+        except (OSError, KeyError, ValueError) as e:
+            raise NgramError(f"{path}: not an ngram model file ({e})") from None
+        return m
+
     def perplexity(self, ids: np.ndarray) -> float:
         if not self.normalized:
             raise NgramError(
@@ -286,6 +319,7 @@ def _check_params(method: str, params: dict) -> dict:
         "modified_kn": {"discount_fallback"},
         "stupid_backoff": {"backoff"},
     }
+    params = {k: v for k, v in params.items() if v is not None}  # unset options from config
     extra = set(params) - allowed.get(method, set())
     if extra:
         raise NgramError(f"smoothing={method} takes no option {', '.join(sorted(extra))}")

@@ -75,7 +75,7 @@ def modified_kn_discounts(
 
 
 def estimate(
-    method: str, st: OrderStats, order: int, vocab_size: int, top: bool, params: dict
+    method: str, st: OrderStats, order: int, vocab_size: int, params: dict
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(alpha per n-gram, gamma per context, facts such as the discounts used)."""
     c = st.counts.astype(np.float64)

@@ -41,6 +41,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 @dataclass
 class Loaded:
+    """A trained network and what it was trained with."""
+
     lit: LitLM
     vocab: Vocab
     config: dict
@@ -54,9 +56,78 @@ class Loaded:
         data = self.config.get("data", {})
         return get_tokenizer(data.get("tokenizer", "whitespace"))(text)
 
+    @torch.no_grad()
+    def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
+        """Natural-log probability of each line (its ``<eos>`` included). For the cloze model
+        it is the pseudo-log-likelihood: the sum of log p(w_t | all other words)."""
+        net, eos = self.lit.net, Vocab.eos_id
+        out = np.zeros(len(lines))
+        for start in range(0, len(lines), batch_size):
+            chunk = [[*ln, eos] for ln in lines[start : start + batch_size]]
+            width = max(len(c) for c in chunk)
+            target = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
+            for row, c in enumerate(chunk):
+                target[row, : len(c)] = torch.tensor(c)
+            safe = target.clamp(min=0)
+            if self.pseudo:  # <eos> w.. <eos> <eos>: boundaries on both sides
+                inp = torch.cat(
+                    [torch.full((len(chunk), 1), eos), safe, torch.full((len(chunk), 1), eos)], 1
+                )
+                for row, c in enumerate(chunk):
+                    inp[row, len(c) + 1] = eos
+                logits = net(inp, net.lengths_of(target))
+            else:
+                inp = torch.cat([torch.full((len(chunk), 1), eos), safe[:, :-1]], 1)
+                logits, _ = net(inp)
+            nll = F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                target.flatten(),
+                ignore_index=IGNORE,
+                reduction="none",
+            ).view(target.shape)
+            out[start : start + len(chunk)] = -nll.sum(1).double().numpy()
+        return out
 
-def load_run(path: str | Path) -> Loaded:
-    """Rebuild a trained model from its checkpoint, loaded with ``weights_only=True``."""
+    @torch.no_grad()
+    def next_logprobs(self, prefix: list[int]) -> np.ndarray:
+        """log p(w | <eos> prefix) for every id w (left-to-right models)."""
+        logits, _ = self.lit.net(torch.tensor([[Vocab.eos_id, *prefix]]))
+        return torch.log_softmax(logits[0, -1].double(), -1).numpy()
+
+    def evaluate(self, data, splits=("valid", "test")) -> dict:
+        """The figures training's final validation and test give, on ``data``."""
+        import pytorch_lightning as pl
+
+        trainer = pl.Trainer(
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+        )
+        data.layout = self.lit.net.layout
+        if "valid" in splits:
+            trainer.validate(self.lit, datamodule=data, verbose=False)
+        if "test" in splits:
+            trainer.test(self.lit, datamodule=data, verbose=False)
+        out: dict = {}
+        for stage in ("val", "test"):
+            out.update(self.lit.results.get(stage, {}))
+        return {**out, **data.info()}
+
+
+def load_run(path: str | Path):
+    """A trained run: a network (``Loaded``) from its checkpoint, loaded with
+    ``weights_only=True``, or an n-gram model (``NgramRun``) from a run directory, a model.npz
+    or an ARPA file."""
+    p = Path(path).expanduser()
+    if (p.is_dir() and (p / "model.npz").exists()) or p.suffix == ".npz" or ".arpa" in p.name:
+        from seqlm.ngram_plugin import load_ngram
+
+        if not p.exists():
+            raise SeqlmError(f"ckpt={str(path)!r}: no such file or run directory")
+        return load_ngram(p, None)
     p = resolve_checkpoint(path)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
@@ -86,33 +157,3 @@ def encode_known(loaded: Loaded, words: list[str], what: str) -> list[int]:
             f"({len(loaded.vocab)} words), nothing to condition on"
         )
     return ids
-
-
-@torch.no_grad()
-def sentence_logprobs(loaded: Loaded, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
-    """Natural-log probability of each line (its ``<eos>`` included). For the cloze model it
-    is the pseudo-log-likelihood: the sum of log p(w_t | all other words)."""
-    net, eos = loaded.lit.net, Vocab.eos_id
-    out = np.zeros(len(lines))
-    for start in range(0, len(lines), batch_size):
-        chunk = [[*ln, eos] for ln in lines[start : start + batch_size]]
-        width = max(len(c) for c in chunk)
-        target = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
-        for row, c in enumerate(chunk):
-            target[row, : len(c)] = torch.tensor(c)
-        safe = target.clamp(min=0)
-        if loaded.pseudo:
-            inp = torch.cat(
-                [torch.full((len(chunk), 1), eos), safe, torch.full((len(chunk), 1), eos)], 1
-            )
-            for row, c in enumerate(chunk):
-                inp[row, len(c) + 1] = eos  # the right boundary right after the line
-            logits = net(inp, loaded.lit.net.lengths_of(target))
-        else:
-            inp = torch.cat([torch.full((len(chunk), 1), eos), safe[:, :-1]], 1)
-            logits, _ = net(inp)
-        nll = F.cross_entropy(
-            logits.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE, reduction="none"
-        ).view(target.shape)
-        out[start : start + len(chunk)] = -nll.sum(1).double().numpy()
-    return out

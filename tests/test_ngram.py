@@ -221,8 +221,9 @@ def test_modified_kn_matches_lmplz_entry_by_entry(ptb_models, order, ppl):
         else:
             # The one known difference: lmplz's count-of-counts for order-1 adjusted counts has
             # n4 = 656 where ours has 657 (n1..n3 agree: 176, 255, 388), so its D3+ is 1.26492
-            # against our 1.26227 (3-gram model; the 2-gram model's order 1 differs alike). Unigrams with adjusted count >= 3 and the uniform share move
-            # by at most 8.5e-4 in log10; everything else stays within 1e-4.
+            # against our 1.26227 (the same in the 2-gram model, whose order 1 is counted alike).
+            # Unigrams with adjusted count >= 3 and the uniform share move by at most 8.5e-4 in
+            # log10; everything else stays within 1e-4.
             assert ours.info["order1"]["discounts"][:2] == pytest.approx(
                 [0.25656, 0.82888], abs=1e-5
             )
@@ -251,7 +252,7 @@ def test_our_arpa_loads_in_kenlm_if_installed(tmp_path):
     m = NgramLM.fit([s.split() for s in TEXT], 3, "witten_bell")
     write_arpa(m, tmp_path / "m.arpa")
     km = kenlm.Model(str(tmp_path / "m.arpa"))
-    ids = [m.itos.index(w) for w in "the cat sat".split()] + [1]
+    ids = [m.itos.index(w) for w in ["the", "cat", "sat"]] + [1]
     assert km.score("the cat sat", bos=True, eos=True) == pytest.approx(
         m.score_ids(np.array(ids)).sum() / LN10, abs=1e-4
     )
@@ -283,11 +284,11 @@ def test_bad_arpa_files_are_named_with_their_line(tmp_path, content, message):
     "kwargs, message",
     [
         ({"order": 0}, "order=0 must be an integer >= 1"),
-        ({"smoothing_name": "good_turing"}, "smoothing='good_turing' is not one of"),
-        ({"smoothing_name": "kn", "discount": 1.5}, r"discount=1.5 must be in \(0, 1\]"),
-        ({"smoothing_name": "lidstone"}, "lidstone needs k > 0"),
-        ({"smoothing_name": "laplace", "k": 2}, "smoothing=laplace takes no option k"),
-        ({"smoothing_name": "modified_kn"}, "too small.*discount_fallback"),
+        ({"smoothing": "good_turing"}, "smoothing='good_turing' is not one of"),
+        ({"smoothing": "kn", "discount": 1.5}, r"discount=1.5 must be in \(0, 1\]"),
+        ({"smoothing": "lidstone"}, "lidstone needs k > 0"),
+        ({"smoothing": "laplace", "k": 2}, "smoothing=laplace takes no option k"),
+        ({"smoothing": "modified_kn"}, "too small.*discount_fallback"),
     ],
 )
 def test_bad_options_get_clear_errors(kwargs, message):

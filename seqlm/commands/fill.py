@@ -13,13 +13,13 @@ from omegaconf import DictConfig
 
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
-from seqlm.scoring import Loaded, encode_known, load_run, sentence_logprobs
+from seqlm.scoring import encode_known, load_run
 
 BLANK = "___"
 
 
 @torch.no_grad()
-def blank_logprobs(loaded: Loaded, left: list[int], right: list[int]) -> np.ndarray:
+def blank_logprobs(loaded, left: list[int], right: list[int]) -> np.ndarray:
     """log p(w | left, right) for every vocabulary word w (``<unk>``/``<eos>`` excluded)."""
     V = len(loaded.vocab)
     if loaded.pseudo:
@@ -29,7 +29,7 @@ def blank_logprobs(loaded: Loaded, left: list[int], right: list[int]) -> np.ndar
         scores = logits[0, len(left)].double()
     else:
         cands = [[*left, w, *right] for w in range(V)]
-        scores = torch.from_numpy(sentence_logprobs(loaded, cands))
+        scores = torch.from_numpy(loaded.sentence_logprobs(cands))
     scores[[Vocab.unk_id, Vocab.eos_id]] = float("-inf")
     return torch.log_softmax(scores, 0).numpy()
 

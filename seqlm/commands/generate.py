@@ -7,12 +7,11 @@ from omegaconf import DictConfig
 
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
-from seqlm.scoring import Loaded, encode_known, load_run
+from seqlm.scoring import encode_known, load_run
 
 
-@torch.no_grad()
 def sample(
-    loaded: Loaded,
+    loaded,
     prompt_ids: list[int],
     num_tokens: int,
     temperature: float = 1.0,
@@ -20,25 +19,27 @@ def sample(
     generator: torch.Generator | None = None,
     stop_at_eos: bool = True,
 ) -> list[int]:
-    """Ancestral sampling with temperature and top-k, after reading ``<eos>`` + the prompt."""
+    """Ancestral sampling with temperature and top-k from ``<eos>`` + the prompt; works for
+    any run that gives ``next_logprobs`` (networks and n-grams alike)."""
     if temperature <= 0:
         raise SeqlmError(f"temperature={temperature} must be > 0")
     if top_k < 0:
         raise SeqlmError(f"top_k={top_k} must be >= 0 (0 keeps every token)")
-    net = loaded.lit.net
-    context = torch.tensor([[Vocab.eos_id, *prompt_ids]])
-    logits, state = net(context)
+    context = list(prompt_ids)
     out: list[int] = []
     for _ in range(num_tokens):
-        scores = logits[0, -1].float() / temperature
+        scores = torch.from_numpy(loaded.next_logprobs(context)) / temperature
         if top_k:
             kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         nxt = int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
         out.append(nxt)
-        if stop_at_eos and nxt == Vocab.eos_id:
-            break
-        logits, state = net(torch.tensor([[nxt]]), state)
+        if nxt == Vocab.eos_id:
+            if stop_at_eos:
+                break
+            context = []  # a new sentence
+        else:
+            context.append(nxt)
     return out
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from seqlm.data.corpora import read_text, split_lines
-from seqlm.scoring import load_run, sentence_logprobs
+from seqlm.scoring import load_run
 
 
 def run(cfg: DictConfig) -> list[dict]:
     loaded = load_run(cfg.ckpt)
     raw = [ln for ln in split_lines(read_text(Path(cfg.input).expanduser()))]
     lines = [loaded.tokenize(ln) for ln in raw]
-    lps = sentence_logprobs(loaded, [loaded.vocab.encode(w) for w in lines])
+    lps = loaded.sentence_logprobs([loaded.vocab.encode(w) for w in lines])
     rows = [
         {
             "line": i + 1,

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from seqlm.data import LMData
 from seqlm.lit import LitLM
+from seqlm.ngram_plugin import is_ngram, train_ngram
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -91,6 +92,8 @@ def train(
     and test (benchmarks of the training loop)."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_ngram(cfg.model):
+        return finish(run_dir, cfg, train_ngram(cfg, run_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
@@ -145,7 +148,16 @@ def train(
     )
     if torch.cuda.is_available():
         metrics["memory/peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
-    if trainer.is_global_zero:
+    return finish(run_dir, cfg, metrics, write=trainer.is_global_zero)
+
+
+def finish(
+    run_dir: Path, cfg: DictConfig, metrics: dict[str, Any], write: bool = True
+) -> dict[str, Any]:
+    """Write metrics.json, the vocabulary and config are already there; print the summary."""
+    if write:
+        if not (run_dir / "config.yaml").exists():
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_metrics(run_dir / "metrics.json", metrics)
         print(summary_table(metrics))
         table = agreement_lines(metrics)

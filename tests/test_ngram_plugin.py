@@ -1,0 +1,113 @@
+"""The n-gram baselines inside seqlm: same data, same targets, same metric keys."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import SMALL_AGREEMENT, make_config, shared
+
+from seqlm.commands import eval as eval_cmd
+from seqlm.commands import fill, generate, score
+from seqlm.commands.train import train
+from seqlm.errors import SeqlmError
+from seqlm.scoring import load_run
+
+
+@pytest.fixture(scope="module")
+def ptb_runs(tmp_path_factory):
+    root = shared("ptb")
+    out = {}
+    for name in ("kn2", "kn3"):
+        run = tmp_path_factory.mktemp(name)
+        out[name] = (
+            run,
+            train(
+                make_config("train", [f"model={name}", "data=ptb", f"data.root={root}"]),
+                run_dir=run,
+            ),
+        )
+    return out
+
+
+@pytest.mark.parametrize("name, lmplz", [("kn3", 148.2815), ("kn2", 185.7049)])
+def test_kn_on_ptb_within_a_thousandth_of_lmplz(ptb_runs, name, lmplz):
+    run, m = ptb_runs[name]
+    assert m["test/tokens"] == 82430  # the same N as every network on PTB
+    assert m["test/ppl"] == pytest.approx(lmplz, rel=1e-3)
+    on_disk = json.loads((run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for k in ("loss", "ppl", "bits", "tokens"):
+            assert f"{split}/{k}" in on_disk
+    assert (run / "model.arpa").exists() and (run / "vocab.json").exists()
+    assert (
+        on_disk["data/vocab_hash"]
+        == json.loads((run / "metrics.json").read_text())["data/vocab_hash"]
+    )
+
+
+def test_eval_of_an_ngram_run_and_of_kenlms_own_arpa(ptb_runs):
+    run, m = ptb_runs["kn3"]
+    again = eval_cmd.run(make_config("eval", [f"ckpt={run}"]))
+    assert again["test/ppl"] == pytest.approx(m["test/ppl"], rel=1e-12)
+    arpa = shared("kenlm-ptb") / "ptb.o3.arpa.gz"
+    ken = eval_cmd.run(
+        make_config(
+            "eval",
+            [f"ckpt={arpa}", "data=ptb", f"data.root={shared('ptb')}", "arpa_unk='<ptb-unk>'"],
+        )
+    )
+    assert ken["test/tokens"] == 82430
+    assert ken["test/ppl"] == pytest.approx(148.2815, rel=1e-6)  # lmplz's own query figure
+
+
+def test_commands_work_on_an_ngram_run(ptb_runs, tmp_path):
+    run, _ = ptb_runs["kn3"]
+    f = tmp_path / "nbest.txt"
+    f.write_text("the company said it will sell the unit\nunit the sell will it said company the\n")
+    rows = score.run(make_config("score", [f"ckpt={run}", f"input={f}"]))
+    assert rows[0]["line"] == 1 and rows[0]["logprob"] > rows[1]["logprob"]
+    loaded = load_run(run)
+    ids = loaded.vocab.encode(["the", "company", "said"])
+    lp = loaded.sentence_logprobs([ids])[0]
+    by_hand = (
+        loaded.next_logprobs([])[ids[0]]
+        + loaded.next_logprobs(ids[:1])[ids[1]]
+        + loaded.next_logprobs(ids[:2])[ids[2]]
+        + loaded.next_logprobs(ids)[1]
+    )
+    assert lp == pytest.approx(by_hand, abs=1e-9)
+    assert math.fsum(np.exp(loaded.next_logprobs(ids))) == pytest.approx(1.0, abs=1e-9)
+    texts = generate.run(
+        make_config("generate", [f"ckpt={run}", "prompt=the company", "num_samples=2"])
+    )
+    assert all(t.startswith("the company") for t in texts)
+    best = fill.run(make_config("fill", [f"ckpt={run}", "text=the company ___ it will"]))
+    assert best[0][0] == "said" and sum(p for _, p in best) <= 1.0 + 1e-9
+
+
+def test_three_gram_cannot_see_agreement_far_away(tmp_path):
+    m = train(make_config("train", ["model=kn3"]), run_dir=tmp_path)  # the default corpus
+    by_d = m["test/agreement_by_distance"]
+    near = by_d[1][0] / by_d[1][1]
+    far = sum(c for d, (c, t) in by_d.items() if d >= 5) / sum(
+        t for d, (c, t) in by_d.items() if d >= 5
+    )
+    assert near > 0.8  # the subject is in its window (misses are unseen noun-verb pairs)
+    assert abs(far - 0.5) < 0.1  # beyond two words it is guessing: chance
+    assert m["test/ppl"] > m["test/ppl_floor"]
+
+
+def test_bad_ngram_options_are_one_line(tmp_path):
+    with pytest.raises(SeqlmError, match="model: order=0 must be an integer >= 1"):
+        train(
+            make_config("train", ["model=ngram", "model.order=0", *SMALL_AGREEMENT]),
+            run_dir=tmp_path,
+        )
+    with pytest.raises(SeqlmError, match="model: smoothing='kenser' is not one of"):
+        train(
+            make_config("train", ["model=ngram", "model.smoothing=kenser", *SMALL_AGREEMENT]),
+            run_dir=tmp_path,
+        )
