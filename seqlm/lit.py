@@ -72,16 +72,18 @@ class LitLM(pl.LightningModule):
         return nll, logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        nll, _ = self.token_nll(batch, "train")
-        n = (batch["target"] != IGNORE).sum()
-        loss = nll.sum() / n
+        logits = self.logits(batch, "train")
+        # the fused mean over non-ignored targets (= sum of NLL / tokens), float32 always
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), batch["target"].flatten(), ignore_index=IGNORE
+        )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         now = time.perf_counter()
-        if self._tick is not None:
-            self.log("train/tokens_per_s", n.item() / max(now - self._tick[0], 1e-9))
-        self._tick = (now, int(n))
+        if self._tick is not None:  # tokens of the previous step over its wall time
+            self.log("train/tokens_per_s", self._tick[1] / max(now - self._tick[0], 1e-9))
+        self._tick = (now, batch["target"].numel())
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
@@ -114,15 +116,12 @@ class LitLM(pl.LightningModule):
         self._state.pop("test", None)
 
     def _epoch_end(self, stage: str) -> None:
-        ppl = self.ppl[stage]
-        # torchmetrics all-reduces the sums across ranks inside compute(); exp is taken once.
-        ppl.compute()
-        out: dict[str, Any] = summarize(float(ppl.nll_sum), int(ppl.tokens), stage, self.pseudo)
-        ppl.reset()
-        agr = self.agreement[stage]
-        agr.compute()
-        by_distance = agr.by_distance()
-        agr.reset()
+        # compute() all-reduces the sums across ranks; the ratio and exp are taken once
+        nll_sum, tokens = self.ppl[stage].compute()
+        by_distance = self.agreement[stage].compute()
+        self.ppl[stage].reset()
+        self.agreement[stage].reset()
+        out: dict[str, Any] = summarize(nll_sum, tokens, stage, self.pseudo)
         if by_distance:
             out.update(agreement_summary(by_distance, stage))
         self.log_dict({k: float(v) for k, v in out.items()}, sync_dist=False)

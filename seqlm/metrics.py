@@ -41,8 +41,10 @@ class Perplexity(Metric):
         self.nll_sum += nll.detach().to(torch.float64).sum()
         self.tokens += nll.numel()
 
-    def compute(self) -> torch.Tensor:
-        return torch.exp(self.nll_sum / self.tokens)
+    def compute(self) -> tuple[float, int]:
+        """(sum of NLL, tokens), reduced over all ranks. torchmetrics syncs the states only
+        inside compute() and restores the local ones after, so callers must use this value."""
+        return float(self.nll_sum), int(self.tokens)
 
 
 class AgreementAccuracy(Metric):
@@ -64,11 +66,8 @@ class AgreementAccuracy(Metric):
         self.correct += torch.bincount(d[right], minlength=self.max_distance + 1)
         self.total += torch.bincount(d, minlength=self.max_distance + 1)
 
-    def compute(self) -> torch.Tensor:
-        return self.correct.sum() / self.total.sum().clamp(min=1)
-
-    def by_distance(self) -> dict[int, tuple[int, int]]:
-        """distance -> (correct, total), for the distances that occurred."""
+    def compute(self) -> dict[int, tuple[int, int]]:
+        """distance -> (correct, total) for the distances that occurred, over all ranks."""
         c, t = self.correct.tolist(), self.total.tolist()
         return {d: (c[d], t[d]) for d in range(len(t)) if t[d]}
 

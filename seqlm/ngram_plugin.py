@@ -98,7 +98,7 @@ class NgramRun:
                 continue
             ppl = Perplexity()
             ppl.update(torch.from_numpy(-lp))
-            out.update(summarize(float(ppl.nll_sum), int(ppl.tokens), stage))
+            out.update(summarize(*ppl.compute(), stage))
             extras = data.extras(split)
             if extras:
                 at = np.flatnonzero(extras["wrong"] >= 0)
@@ -109,7 +109,7 @@ class NgramRun:
                 acc.update(
                     torch.from_numpy(lp[at] > wrong_lp), torch.from_numpy(extras["distance"][at])
                 )
-                by_d = acc.by_distance()
+                by_d = acc.compute()
                 out.update(agreement_summary(by_d, stage))
                 out[f"{stage}/agreement_by_distance"] = by_d
         return {**out, **data.info()}

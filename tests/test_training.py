@@ -24,7 +24,8 @@ def test_perplexity_is_token_weighted_not_a_mean_of_means():
     m = Perplexity()
     for x in nll:
         m.update(x)
-    assert float(m.compute()) == pytest.approx(math.exp(16 / 4))  # not exp((2 + 10) / 2)
+    assert m.compute() == (pytest.approx(16.0), 4)
+    assert summarize(*m.compute(), "x")["x/ppl"] == pytest.approx(math.exp(16 / 4))  # not exp(6)
     s = summarize(16.0, 4, "test")
     assert s == pytest.approx(
         {
