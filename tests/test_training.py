@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from seqlm.commands.train import train
 from seqlm.data import LMData
 from seqlm.metrics import Perplexity, summarize
-from seqlm.scoring import load_run, sentence_logprobs
+from seqlm.scoring import load_run
 
 DESIGN_KEYS = ("loss", "ppl", "bits", "tokens")
 
@@ -89,7 +89,7 @@ def test_sentence_logprob_is_the_chain_rule_sum(small_run):
     loaded = load_run(small_run[0])
     words = ["the", "dog", "near", "the", "cats", "sleeps"]
     ids = loaded.vocab.encode(words)
-    lp = sentence_logprobs(loaded, [ids, ids[:3]])
+    lp = loaded.sentence_logprobs([ids, ids[:3]])
     with torch.no_grad():
         logits, _ = loaded.lit.net(torch.tensor([[1, *ids]]))
         logp = torch.log_softmax(logits[0], -1)
@@ -112,9 +112,8 @@ def test_birnn_reports_pseudo_perplexity_only(tmp_path):
     cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, "model=birnn", "model.cell=gru"])
     m = train(cfg, run_dir=tmp_path)
     assert "test/pseudo_ppl" in m and "test/ppl" not in m
-    assert m["test/tokens"] == len(
-        instantiate(cfg.data, _convert_="all").corpus.lines("test")
-    ) + sum(len(x) for x in instantiate(cfg.data, _convert_="all").corpus.lines("test"))
+    lines = instantiate(cfg.data, _convert_="all").corpus.lines("test")
+    assert m["test/tokens"] == len(lines) + sum(len(x) for x in lines)  # words + one <eos> each
 
 
 def test_default_lstm_reaches_the_floor_and_learns_agreement(tmp_path):
