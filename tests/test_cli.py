@@ -120,7 +120,10 @@ def test_cli_score_generate_fill(cli_run):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "model=lstmm"], "model='lstmm' is not one of birnn, deep_rnn, gru, lstm, rnn"),
+        (
+            ["train", "model=lstmm"],
+            "model='lstmm' is not one of birnn, deep_rnn, gru, kn2, kn3, lstm, ngram, rnn",
+        ),
         (["train", "-m", "data=agreement,ptbb"], "data='ptbb' is not one of"),
         (["train", "data=text", "data.path=missing.txt"], "missing.txt: no such file"),
         (["train", "model.cell=lstmm"], "model.cell='lstmm' is not one of rnn, lstm, gru"),
