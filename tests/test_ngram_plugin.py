@@ -100,6 +100,15 @@ def test_three_gram_cannot_see_agreement_far_away(tmp_path):
     assert m["test/ppl"] > m["test/ppl_floor"]
 
 
+def test_ngram_run_logs_the_same_keys_to_the_logger(tmp_path):
+    import csv
+
+    m = train(make_config("train", ["model=kn2", "logger=csv", *SMALL_AGREEMENT]), run_dir=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "logs" / "metrics.csv").open()))
+    assert float(rows[-1]["test/ppl"]) == pytest.approx(m["test/ppl"])
+    assert float(rows[-1]["val/loss"]) == pytest.approx(m["val/loss"])
+
+
 def test_bad_ngram_options_are_one_line(tmp_path):
     with pytest.raises(SeqlmError, match="model: order=0 must be an integer >= 1"):
         train(

@@ -93,7 +93,18 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_ngram(cfg.model):
-        return finish(run_dir, cfg, train_ngram(cfg, run_dir))
+        metrics = train_ngram(cfg, run_dir)
+        for logger in make_loggers(cfg, run_dir):  # the same keys to the same loggers
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics(
+                {
+                    k: float(v)
+                    for k, v in metrics.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+            )
+            logger.finalize("success")
+        return finish(run_dir, cfg, metrics)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
