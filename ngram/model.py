@@ -239,7 +239,7 @@ class NgramLM:
             with np.errstate(divide="ignore"):
                 unseen = np.where(chit, np.log(g / V), -np.log(V))  # no context: 1/V
             if self.smoothing == "mle":
-                unseen = np.where(chit, -np.inf, -np.inf)
+                unseen = np.full(len(at), -np.inf)  # MLE: an unseen event has probability 0
             stored = self.logp[k - 1][idx] if len(self.logp[k - 1]) else unseen
             out[at] = np.where(hit, stored, unseen)
         return out
