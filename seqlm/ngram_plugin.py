@@ -21,12 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ngram import NgramError, NgramLM, read_arpa, write_arpa
 from seqlm.data import LMData
-from seqlm.data.tokenize import get_tokenizer
+from seqlm.data.tokenize import tokenizer_of
 from seqlm.data.vocab import EOS, UNK, Vocab
 from seqlm.errors import SeqlmError
 from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
-
-ARPA_NAMES = {EOS: "</s>"}  # seqlm's token -> the ARPA spelling
 
 
 def is_ngram(model_cfg) -> bool:
@@ -65,7 +63,7 @@ class NgramRun:
         self.to_model = np.asarray([stoi.get(w, model.unk_id) for w in vocab.itos], np.int64)
 
     def tokenize(self, text: str) -> list[str]:
-        return get_tokenizer(self.config.get("data", {}).get("tokenizer", "whitespace"))(text)
+        return tokenizer_of(self.config)(text)
 
     def token_logprobs(self, ids: np.ndarray) -> np.ndarray:
         try:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from seqlm.data.batching import IGNORE
-from seqlm.data.tokenize import get_tokenizer
+from seqlm.data.tokenize import tokenizer_of
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
 from seqlm.lit import LitLM
@@ -53,8 +53,7 @@ class Loaded:
         return self.lit.pseudo
 
     def tokenize(self, text: str) -> list[str]:
-        data = self.config.get("data", {})
-        return get_tokenizer(data.get("tokenizer", "whitespace"))(text)
+        return tokenizer_of(self.config)(text)
 
     @torch.no_grad()
     def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:

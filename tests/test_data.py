@@ -215,8 +215,16 @@ def test_sentence_batches_hold_every_token_once(world):
 
 
 def test_sentence_batches_shuffle_is_seeded_by_epoch():
-    ids = np.tile(np.array([3, 4, 1], dtype=np.int32), 40)
+    # 40 distinct one-word lines, so an order is visible: w <eos>
+    ids = np.stack([np.arange(2, 42), np.ones(40, dtype=np.int64)], 1).ravel().astype(np.int32)
     ds = SentenceBatches(ids, 1, 4, shuffle=True, seed=0)
-    a = [b["input"].numpy().tolist() for b in ds]
-    assert a == [b["input"].numpy().tolist() for b in ds]
-    assert len(a) == 10
+
+    def order():
+        return [int(w) for b in ds for w in b["target"][:, 0]]
+
+    first = order()
+    assert len(first) == 40 and sorted(first) == list(range(2, 42))
+    assert first == order()  # the same epoch, the same order
+    assert first != list(range(2, 42))  # shuffled
+    ds.set_epoch(1)
+    assert order() != first and sorted(order()) == sorted(first)  # a new epoch, a new order

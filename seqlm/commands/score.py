@@ -14,7 +14,7 @@ from seqlm.scoring import load_run
 
 def run(cfg: DictConfig) -> list[dict]:
     loaded = load_run(cfg.ckpt)
-    raw = [ln for ln in split_lines(read_text(Path(cfg.input).expanduser()))]
+    raw = split_lines(read_text(Path(cfg.input).expanduser()))
     lines = [loaded.tokenize(ln) for ln in raw]
     lps = loaded.sentence_logprobs([loaded.vocab.encode(w) for w in lines])
     rows = [

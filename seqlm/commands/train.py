@@ -92,6 +92,7 @@ def train(
     and test (benchmarks of the training loop)."""
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if is_ngram(cfg.model):
         metrics = train_ngram(cfg, run_dir)
         for logger in make_loggers(cfg, run_dir):  # the same keys to the same loggers
@@ -104,7 +105,7 @@ def train(
                 }
             )
             logger.finalize("success")
-        return finish(run_dir, cfg, metrics)
+        return finish(run_dir, metrics)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
 
@@ -116,7 +117,6 @@ def train(
     data.layout = lit.net.layout
 
     data.vocab.save(run_dir / "vocab.json")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -159,16 +159,12 @@ def train(
     )
     if torch.cuda.is_available():
         metrics["memory/peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
-    return finish(run_dir, cfg, metrics, write=trainer.is_global_zero)
+    return finish(run_dir, metrics, write=trainer.is_global_zero)
 
 
-def finish(
-    run_dir: Path, cfg: DictConfig, metrics: dict[str, Any], write: bool = True
-) -> dict[str, Any]:
-    """Write metrics.json, the vocabulary and config are already there; print the summary."""
+def finish(run_dir: Path, metrics: dict[str, Any], write: bool = True) -> dict[str, Any]:
+    """Write metrics.json (config and vocabulary are already there) and print the summary."""
     if write:
-        if not (run_dir / "config.yaml").exists():
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_metrics(run_dir / "metrics.json", metrics)
         print(summary_table(metrics))
         table = agreement_lines(metrics)

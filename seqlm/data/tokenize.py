@@ -27,6 +27,11 @@ def char(line: str) -> list[str]:
 TOKENIZERS = ("whitespace", "nltk", "char")
 
 
+def tokenizer_of(config: dict) -> Callable[[str], list[str]]:
+    """The tokenizer a run was trained with, from its resolved config."""
+    return get_tokenizer(config.get("data", {}).get("tokenizer", "whitespace"))
+
+
 def get_tokenizer(name: str) -> Callable[[str], list[str]]:
     if name == "whitespace":
         return whitespace
