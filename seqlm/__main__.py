@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,11 @@ from seqlm.commands import COMMANDS
 from seqlm.errors import SeqlmError
 
 CONF = Path(__file__).parent / "conf"
-USAGE = f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m] (see README)"
+COMMAND_ENV = "SEQLM_COMMAND"
+USAGE = (
+    f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
+    "       python -m seqlm compare RUN_DIR... [out=DIR]   (see README)"
+)
 
 
 def check_group_choices(args: list[str]) -> None:
@@ -42,13 +47,26 @@ def user_error(exc: BaseException) -> SeqlmError | None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    relaunched = "LOCAL_RANK" in os.environ and os.environ.get(COMMAND_ENV) in COMMANDS
+    if relaunched and (not argv or argv[0] not in COMMANDS):  # a DDP worker Lightning started
+        argv.insert(0, os.environ[COMMAND_ENV])
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
     command, overrides = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"seqlm: error: unknown command {command!r}; {USAGE}", file=sys.stderr)
+        print(
+            f"seqlm: error: unknown command {command!r}; one of {', '.join(COMMANDS)} "
+            "(python -m seqlm --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)
+    if command == "compare":  # run directories come as positional arguments
+        dirs = [a for a in overrides if "=" not in a and not a.startswith("-")]
+        overrides = [a for a in overrides if a not in dirs]
+        if dirs:
+            quoted = ",".join("'" + d.replace("\\", "\\\\").replace("'", "\\'") + "'" for d in dirs)
+            overrides.append(f"runs=[{quoted}]")
     debug = any(a in ("debug=true", "debug=True") for a in overrides)
     try:
         check_group_choices(overrides)
@@ -71,8 +89,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seqlm: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    # Hydra reads sys.argv; Lightning's DDP launcher re-runs `python -m seqlm` with it too,
-    # so the command stays in front and Hydra is shown only the overrides.
+    resume = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
+    if (
+        resume
+        and resume[-1] not in ("", "null")
+        and not any(a.startswith("hydra.run.dir=") for a in overrides)
+    ):
+        overrides.append(f"hydra.run.dir={resume[-1]}")  # a resumed run stays in its folder
+
+    # Hydra reads the overrides from sys.argv. Lightning's DDP launcher re-runs this module
+    # with sys.argv[1:] (plus hydra.run.dir) for every other device: the command reaches the
+    # workers through the environment, which they inherit.
+    os.environ[COMMAND_ENV] = command
     sys.argv = [f"{sys.argv[0]} {command}", *overrides]
     task()
 

@@ -8,9 +8,11 @@ the ``exp`` are taken once per epoch (DESIGN section 3).
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -47,6 +49,9 @@ class LitLM(pl.LightningModule):
         self.results: dict[str, dict[str, Any]] = {}
         self._state: dict[str, Any] = {}
         self._tick: tuple[float, int] | None = None
+        self._epoch_started = 0.0
+        self.tokens_seen = 0  # training targets this process has trained on (this fit)
+        self._resume: dict | None = None  # what on_load_checkpoint read, until the next batch
         # Saved in checkpoints beside the weights (see on_save_checkpoint).
         self.vocab_tokens: list[str] | None = None
         self.run_config: dict | None = None
@@ -84,6 +89,8 @@ class LitLM(pl.LightningModule):
         if self._tick is not None:  # tokens of the previous step over its wall time
             self.log("train/tokens_per_s", self._tick[1] / max(now - self._tick[0], 1e-9))
         self._tick = (now, batch["target"].numel())
+        target = batch["target"]  # streams have no padding; sentence batches do
+        self.tokens_seen += int((target != IGNORE).sum()) if self.pseudo else target.numel()
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
@@ -108,6 +115,10 @@ class LitLM(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._state.pop("train", None)
         self._tick = None
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        self.log("time/epoch_s", time.perf_counter() - self._epoch_started)
 
     def on_validation_epoch_start(self) -> None:
         self._state.pop("val", None)
@@ -157,11 +168,82 @@ class LitLM(pl.LightningModule):
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         self.log("train/grad_norm", norm)
 
-    # -- checkpoints carry the vocabulary and the run's config --------------------------------
+    # -- checkpoints carry the vocabulary, the run's config, and what a resume needs ----------
+    # Lightning saves weights, optimizer, scheduler, loop counters and the stream position (the
+    # loader's state); the carried state of every rank and the RNG are added here.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["seqlm"] = {"vocab": self.vocab_tokens, "config": self.run_config}
+        checkpoint["seqlm"] = {
+            "vocab": self.vocab_tokens,
+            "config": self.run_config,
+            "resume": {
+                "epoch": self.current_epoch,
+                "world_size": self.trainer.world_size,
+                "state": self._gather_train_state(),
+                "rng": _rng_states(),
+            },
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("seqlm", {})
         self.vocab_tokens = extra.get("vocab", self.vocab_tokens)
         self.run_config = extra.get("config", self.run_config)
+        self._resume = extra.get("resume")
+
+    def _gather_train_state(self) -> Any:
+        """The carried training state of every rank, ``(W, ...)`` per tensor, on the CPU.
+        A collective: Lightning calls this hook on every rank."""
+        state = self._state.get("train")
+        if state is None or not self.trainer.training:
+            return None
+        tensors = state if isinstance(state, tuple) else (state,)
+        gathered = []
+        for t in tensors:
+            g = self.all_gather(t)
+            gathered.append((g if self.trainer.world_size > 1 else g[None]).cpu())
+        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """The first batch after a resume: put back the RNG, and the carried state when the
+        checkpoint was taken in this epoch (the stream then continues where it stopped)."""
+        resume, self._resume = self._resume, None
+        if not resume:
+            return
+        _set_rng_states(resume["rng"])
+        state = resume["state"]
+        if state is None or resume["epoch"] != self.current_epoch:
+            return
+        if resume["world_size"] != self.trainer.world_size:
+            return  # streams are cut differently: start from a zero state
+        rank = self.global_rank
+        if isinstance(state, tuple):
+            self._state["train"] = tuple(t[rank].to(self.device) for t in state)
+        else:
+            self._state["train"] = state[rank].to(self.device)
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _numpy_state() -> tuple:
+    """NumPy's global RNG state with its key array as a tensor: checkpoints are read with
+    ``weights_only=True``, which refuses NumPy objects."""
+    # the legacy global generator is the one seed_everything seeds and user code draws from
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return name, torch.from_numpy(keys.copy()), int(pos), int(has_gauss), float(gauss)
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, gauss))  # noqa: NPY002
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

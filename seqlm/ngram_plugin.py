@@ -141,6 +141,7 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "model/discounts": model.info,
             "time/train_s": train_s,
             "time/total_s": time.perf_counter() - started,
+            "train/tokens_per_s": len(data.ids["train"]) / train_s,  # counting and smoothing
             "checkpoint": str(run_dir / "model.npz"),
         }
     )

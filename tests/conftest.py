@@ -35,6 +35,24 @@ def _isolated_cache(tmp_path_factory):
         os.environ["SEQLM_DATA"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _offline_wandb(tmp_path_factory):
+    """W&B never reaches the network in tests, and keeps its settings and caches aside."""
+    keep = {k: os.environ.get(k) for k in WANDB_ENV}
+    base = tmp_path_factory.mktemp("wandb")
+    os.environ.update({k: str(base / k.lower()) for k in WANDB_ENV if k != "WANDB_MODE"})
+    os.environ["WANDB_MODE"] = "offline"
+    yield
+    for k, v in keep.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+WANDB_ENV = ("WANDB_MODE", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")
+
+
 def shared(name: str) -> Path:
     """A corpus folder in ../shared/data. Missing data fails under CI and skips elsewhere."""
     path = SHARED_DATA / name

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
+from omegaconf import OmegaConf
 
 from seqlm.commands.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "seqlm" / "conf"
+# Presets that launch processes or need a GPU are composed here and run elsewhere: ddp_cpu in
+# test_distributed.py (through the CLI), gpu and ddp by benchmarks/gpu_check.sh.
+LAUNCHING = {("trainer", "ddp"), ("trainer", "ddp_cpu"), ("trainer", "gpu")}
 GROUP_CONFIGS = sorted(
-    (p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name != "experiment"
+    (p.parent.name, p.stem)
+    for p in CONF.glob("*/*.yaml")
+    if p.parent.name not in ("experiment", "sweep") and (p.parent.name, p.stem) not in LAUNCHING
 )
 
 
@@ -47,6 +53,18 @@ def test_every_config_runs_one_step(group, name, tmp_path):
         overrides += ["model.emb_size=8", "model.hidden_size=8"]
     m = train(make_config("train", overrides), run_dir=tmp_path)
     assert m["test/tokens"] > 0 and m["test/loss"] > 0
+
+
+def test_distributed_and_gpu_presets_compose():
+    ddp = make_config("train", ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    assert (ddp.trainer.strategy, ddp.trainer.accelerator) == ("ddp", "gpu")
+    assert (ddp.trainer.devices, ddp.trainer.num_nodes) == (4, 2)
+    assert ddp.trainer.use_distributed_sampler is False  # seqlm shards its own streams
+    cpu = make_config("train", ["trainer=ddp_cpu"])
+    assert (cpu.trainer.strategy, cpu.trainer.accelerator, cpu.trainer.devices) == ("ddp", "cpu", 2)
+    gpu = make_config("train", ["trainer=gpu", "trainer.precision=bf16-mixed"])
+    assert (gpu.trainer.accelerator, gpu.trainer.precision) == ("gpu", "bf16-mixed")
+    assert {g for g, _ in LAUNCHING} == {"trainer"}
 
 
 def test_experiment_presets_compose():
@@ -130,6 +148,12 @@ def test_cli_score_generate_fill(cli_run):
         (["eval", "ckpt=nowhere"], "ckpt='nowhere': no such file or run directory"),
         (["eval", "ckpt=junk.ckpt"], "junk.ckpt': not a seqlm checkpoint"),
         (["frobnicate"], "unknown command 'frobnicate'"),
+        (
+            ["train", "-m", "model=rnn,gru", "trainer=ddp_cpu", "logger=none"],
+            "trainer.strategy=ddp with -m",
+        ),
+        (["train", "checkpoint.every_n_steps=-5"], "checkpoint.every_n_steps=-5 must be"),
+        (["compare", "nowhere"], "nowhere: no metrics.json"),
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, tmp_path):
@@ -163,3 +187,17 @@ def test_bad_input_about_a_run(cli_run):
 def test_debug_true_shows_the_traceback(tmp_path):
     r = seqlm("eval", "ckpt=nowhere", "debug=true", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr and "SeqlmError" in r.stderr
+
+
+def test_wandb_sweep_file_drives_the_cli_with_composable_overrides():
+    import yaml
+
+    sweep = yaml.safe_load((CONF / "sweep" / "ptb_rnns.yaml").read_text())
+    assert sweep["command"][2:5] == ["-m", "seqlm", "train"]
+    assert sweep["command"][-1] == "${args_no_hyphens}"
+    fixed = [c for c in sweep["command"][5:-1]]
+    for key, spec in sweep["parameters"].items():
+        value = spec["values"][-1] if "values" in spec else spec["min"]
+        cfg = make_config("train", [*fixed, f"{key}={value}"])
+        if key != "model":
+            assert OmegaConf.select(cfg, key) == value

@@ -6,12 +6,13 @@ import json
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
 from hydra.utils import instantiate
 
-from seqlm.commands.train import train
+from seqlm.commands.train import AtomicCheckpointIO, train
 from seqlm.data import LMData
 from seqlm.metrics import Perplexity, summarize
 from seqlm.scoring import load_run
@@ -152,3 +153,56 @@ def test_every_model_on_ptb_scores_all_82430_test_tokens(model, tmp_path):
     assert on_disk["test/tokens"] == 82430 and on_disk["val/tokens"] == 73760
     assert on_disk["data/vocab_size"] == 10000
     assert m["test/loss"] < math.log(10000)  # 50 steps already beat the uniform guess
+
+
+class _LossDtype(pl.Callback):
+    def __init__(self):
+        self.dtypes: set[torch.dtype] = set()
+        self.logit_dtypes: set[torch.dtype] = set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.dtypes.add(outputs["loss"].dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.precision != "32-true"):
+            logits, _ = pl_module.net(batch["input"][:, :3])
+        self.logit_dtypes.add(logits.dtype)
+
+
+def test_bf16_mixed_keeps_the_loss_in_float32_and_learns_like_fp32(tmp_path):
+    results = {}
+    for precision in ("32-true", "bf16-mixed"):
+        probe = _LossDtype()
+        cfg = make_config(
+            "train",
+            [
+                *SMALL_AGREEMENT,
+                *TINY_TRAIN,
+                "trainer.max_epochs=2",
+                f"trainer.precision={precision}",
+            ],
+        )
+        results[precision] = train(cfg, run_dir=tmp_path / precision, callbacks=[probe])
+        assert probe.dtypes == {torch.float32}
+        expected = torch.float32 if precision == "32-true" else torch.bfloat16
+        assert probe.logit_dtypes == {expected}  # the cells did run in half precision
+    fp32, bf16 = results["32-true"]["val/ppl"], results["bf16-mixed"]["val/ppl"]
+    assert bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("killed")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    kept = torch.load(path, weights_only=True)
+    assert kept["step"] == 1 and torch.equal(kept["w"], torch.ones(3))
+    io.save_checkpoint({"step": 3, "w": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

@@ -1,3 +1,3 @@
-"""The CLI's sub-commands; each is ``run(cfg) -> dict`` on a composed Hydra config."""
+"""The CLI's sub-commands; each is ``run(cfg)`` on a composed Hydra config."""
 
-COMMANDS = ("train", "eval", "generate", "score", "fill")
+COMMANDS = ("train", "eval", "generate", "score", "fill", "compare")

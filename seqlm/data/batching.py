@@ -3,7 +3,8 @@
 Every loader here yields ready-made batches (``DataLoader(batch_size=None)``): dicts with
 ``input`` and ``target`` ``(B, T)`` int64 tensors, targets ``IGNORE`` where padded, plus, when
 the split carries agreement probes, ``wrong`` (the wrong inflection's id, or ``IGNORE``) and
-``distance`` laid out like ``target``.
+``distance`` laid out like ``target``. Training stream batches also carry ``window``, their
+index in the epoch, which the data module records once the batch is trained on (resume).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 IGNORE = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -66,9 +67,20 @@ class TrainStream(IterableDataset):
         self.seed = seed
         self.epoch = 0
         self.dropped = len(ids) - n_streams * length
+        self.start = 0  # the first window to yield (after a mid-epoch resume)
+        self.trained = 0  # windows of this epoch the model has trained on
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.start, self.trained = epoch, 0, 0
+
+    # -- the position in the stream, saved in checkpoints for a mid-epoch resume --------------
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "next_window": self.trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Start at the saved window, when the checkpoint is from this epoch."""
+        if state.get("epoch") == self.epoch:
+            self.start = self.trained = int(state["next_window"])
 
     def windows(self) -> list[tuple[int, int]]:
         """(start, length) of each window of this epoch."""
@@ -88,8 +100,24 @@ class TrainStream(IterableDataset):
         return len(self.windows())
 
     def __iter__(self):
-        for i, n in self.windows():
-            yield {"input": self.inputs[:, i : i + n], "target": self.targets[:, i : i + n]}
+        for w, (i, n) in enumerate(self.windows()):
+            if w >= self.start:
+                yield {
+                    "input": self.inputs[:, i : i + n],
+                    "target": self.targets[:, i : i + n],
+                    "window": w,
+                }
+
+
+class StreamLoader(DataLoader):
+    """A ``DataLoader`` over a ``TrainStream`` whose position Lightning saves in checkpoints
+    and restores before iterating (its ``state_dict``/``load_state_dict`` protocol)."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.dataset.load_state_dict(state)
 
 
 class EvalStream(IterableDataset):

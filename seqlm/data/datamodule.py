@@ -9,7 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from seqlm.data.batching import EvalStream, SentenceBatches, TrainStream
+from seqlm.data.batching import EvalStream, SentenceBatches, StreamLoader, TrainStream
 from seqlm.data.corpora import SPLITS, AgreementCorpus, make_corpus
 from seqlm.data.download import cache_dir
 from seqlm.data.vocab import Vocab
@@ -67,6 +67,7 @@ class LMData(pl.LightningDataModule):
         self.vocab: Vocab | None = None
         self.ids: dict[str, np.ndarray] = {}
         self.rank, self.world_size = 0, 1
+        self.stream: TrainStream | None = None  # this epoch's training stream
 
     # -- tokens and vocabulary ---------------------------------------------------------------
     def _cache_key(self) -> str:
@@ -177,7 +178,17 @@ class LMData(pl.LightningDataModule):
         ds = self.train_dataset()
         if self.trainer is not None:
             ds.set_epoch(self.trainer.current_epoch)
+        if isinstance(ds, TrainStream):
+            self.stream = ds
+            return StreamLoader(ds, batch_size=None)
         return DataLoader(ds, batch_size=None)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Called for the batch about to be trained on (not for one merely prefetched), so the
+        stream's position counts trained windows only."""
+        if "window" in batch:
+            self.stream.trained = batch.pop("window") + 1
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.eval_dataset("valid"), batch_size=None)

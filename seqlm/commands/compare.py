@@ -1,0 +1,224 @@
+"""``compare``: runs side by side, from their local files only (no network).
+
+``python -m seqlm compare RUN_DIR... [out=DIR] [wandb=true]`` reads each run's
+``metrics.json``, ``config.yaml`` and ``history.jsonl`` and writes to ``out``:
+``comparison.md`` and ``comparison.csv`` (one row per run), ``val_ppl.png`` (validation ppl
+against epoch and against wall time) and ``test_ppl.png`` (test ppl per run, with the corpus
+floor and the best n-gram drawn as lines). Runs scored on a different vocabulary or on
+different test tokens are refused: their perplexities are not comparable. A bidirectional
+model's pseudo-perplexity has its own column and is never drawn with the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from seqlm.errors import SeqlmError
+
+COLUMNS = [
+    ("run", "run"),
+    ("model", "model"),
+    ("cell", "cell / smoothing"),
+    ("layers", "layers"),
+    ("hidden", "hidden"),
+    ("params", "params"),
+    ("val_ppl", "val ppl"),
+    ("test_ppl", "test ppl"),
+    ("test_pseudo_ppl", "test pseudo-ppl"),
+    ("test_bits", "test bits"),
+    ("train_s", "train s"),
+    ("tokens_per_s", "tokens/s"),
+]
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def is_ngram(self) -> bool:
+        return self.metrics.get("model/name") == "NgramLM"
+
+    def row(self) -> dict[str, Any]:
+        m = self.metrics
+        if self.is_ngram:
+            model, layers, hidden = f"{m.get('model/order')}-gram", "", ""
+        else:
+            model = "birnn" if m.get("model/name") == "ClozeLM" else m.get("model/cell", "")
+            layers, hidden = m.get("model/layers", ""), m.get("model/hidden_size", "")
+        return {
+            "run": self.path.name,
+            "model": model,
+            "cell": m.get("model/cell", ""),
+            "layers": layers,
+            "hidden": hidden,
+            "params": m.get("model/params", ""),
+            "val_ppl": m.get("val/ppl", ""),
+            "test_ppl": m.get("test/ppl", ""),
+            "test_pseudo_ppl": m.get("test/pseudo_ppl", ""),
+            "test_bits": m.get("test/bits", ""),
+            "train_s": m.get("time/train_s", ""),
+            "tokens_per_s": m.get("train/tokens_per_s", ""),
+        }
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        raise SeqlmError(f"{path}: no metrics.json (not a finished seqlm run)")
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except json.JSONDecodeError as e:
+        raise SeqlmError(f"{metrics_file}: not valid JSON ({e})") from None
+    history_file = path / "history.jsonl"
+    history = []
+    if history_file.is_file():
+        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
+    return Run(path, metrics, history)
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """One vocabulary and one set of test tokens, or a one-line refusal naming the odd run."""
+    first = runs[0]
+    for key, what in (("data/vocab_hash", "vocabulary"), ("data/test_hash", "test tokens")):
+        for run in runs[1:]:
+            a, b = first.metrics.get(key), run.metrics.get(key)
+            if a != b:
+                raise SeqlmError(
+                    f"{run.path} was scored on a different {what} ({key} {b}) than "
+                    f"{first.path} ({a}): their perplexities cannot share a column"
+                )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "|".join("---" if k in ("run", "model", "cell") else "---:" for k, _ in COLUMNS)
+    body = ["| " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule + "|", *body])
+
+
+def plot_val_ppl(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        pts = [h for h in run.history if "val/ppl" in h]
+        if not pts:
+            continue
+        label = f"{run.row()['model']} ({run.path.name})"
+        by_epoch.plot([h["epoch"] + 1 for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
+        by_time.plot([h["time_s"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
+    for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation perplexity")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    by_epoch.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_test_ppl(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in runs if "test/ppl" in r.metrics]  # pseudo-ppl is not on this scale
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(scored) + 2), 4))
+    names = [f"{r.row()['model']}\n{r.path.name}" for r in scored]
+    values = [r.metrics["test/ppl"] for r in scored]
+    ax.bar(names, values, color=["#b07aa1" if r.is_ngram else "#4e79a7" for r in scored])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    floor = runs[0].metrics.get("test/ppl_floor")
+    if floor:
+        ax.axhline(floor, color="black", ls="--", lw=1, label=f"corpus floor {floor:.2f}")
+    ngrams = [r.metrics["test/ppl"] for r in scored if r.is_ngram]
+    if ngrams:
+        ax.axhline(
+            min(ngrams), color="#b07aa1", ls=":", lw=1.5, label=f"best n-gram {min(ngrams):.1f}"
+        )
+    if floor or ngrams:
+        ax.legend(fontsize=8)
+    ax.set_ylabel("test perplexity")
+    ax.set_title(f"test perplexity on {runs[0].metrics.get('data/name', '?')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(run_dirs: list[str | Path], out: str | Path) -> list[dict[str, Any]]:
+    """Write the table and the plots for ``run_dirs`` into ``out``; returns the table's rows."""
+    if len(run_dirs) < 1:
+        raise SeqlmError("compare: give at least one run directory")
+    runs = [load_run(Path(p)) for p in run_dirs]
+    check_comparable(runs)
+    rows = [r.row() for r in runs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "comparison.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "comparison.md").write_text(markdown_table(rows) + "\n")
+    plot_val_ppl(runs, out / "val_ppl.png")
+    plot_test_ppl(runs, out / "test_ppl.png")
+    return rows
+
+
+def log_to_wandb(rows: list[dict[str, Any]], out: Path, project: str) -> None:
+    """The table (and the plots) as a run named ``comparison``, offline without a network."""
+    import wandb
+
+    from seqlm.tracking import announce, wandb_mode
+
+    run = wandb.init(
+        project=project,
+        name="comparison",
+        job_type="comparison",
+        dir=str(out),
+        mode=wandb_mode(),
+        settings=wandb.Settings(silent=True),
+    )
+    columns = [k for k, _ in COLUMNS]
+    data = [[None if r[k] == "" else r[k] for k in columns] for r in rows]
+    run.log(
+        {
+            "comparison": wandb.Table(columns=columns, data=data),
+            "val_ppl": wandb.Image(str(out / "val_ppl.png")),
+            "test_ppl": wandb.Image(str(out / "test_ppl.png")),
+        }
+    )
+    announce(run)
+    run.finish()
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    rows = compare(list(cfg.runs), cfg.out)
+    print(markdown_table(rows))
+    print(f"table and plots in {Path(cfg.out).resolve()}")
+    if cfg.wandb:
+        log_to_wandb(rows, Path(cfg.out), cfg.project)
+    return rows

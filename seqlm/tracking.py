@@ -1,0 +1,207 @@
+"""Experiment tracking: the ``logger=`` group, W&B's online/offline choice, reading W&B files.
+
+A run logs the same keys to every logger (DESIGN section 3). W&B runs online only when an API
+key is configured and the service answers within ``PROBE_S`` seconds; otherwise offline, into
+``RUN_DIR/wandb/offline-run-*``, to be uploaded later with ``wandb sync``. ``WANDB_MODE`` set
+by the user always wins.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+PROBE_S = 2.0  # seconds to wait for the W&B service before going offline
+WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
+
+
+def _wandb_address() -> tuple[str, int]:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+
+
+def has_api_key() -> bool:
+    """An API key in ``WANDB_API_KEY`` or in ``~/.netrc`` (where ``wandb login`` puts it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(_wandb_address()[0]) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def service_answers(timeout: float = PROBE_S) -> bool:
+    """Whether a TCP connection to the W&B host opens within ``timeout`` seconds."""
+    try:
+        with socket.create_connection(_wandb_address(), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` if the user set it, else ``online`` with a key and a reachable service,
+    else ``offline``. Never blocks for more than ``PROBE_S`` seconds."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if has_api_key() and service_answers() else "offline"
+
+
+def sweep_group() -> str | None:
+    """``sweep-DATE_TIME`` for the runs of one Hydra multirun (``-m``), else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep = Path(HydraConfig.get().sweep.dir)
+    return f"sweep-{sweep.parent.name}_{sweep.name}"
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """Instantiate every logger in ``cfg.logger`` (a mapping name -> config), saving into the
+    run directory. W&B gets its mode and, inside a multirun, the sweep's group."""
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        extra: dict[str, Any] = {"save_dir": str(run_dir)}
+        if conf.get("_target_") == WANDB_TARGET:
+            import wandb
+
+            mode = wandb_mode()
+            extra["mode"] = mode
+            extra["group"] = conf.get("group") or sweep_group()
+            extra["settings"] = wandb.Settings(silent=True)
+            if mode != "online":  # artifacts are uploaded by `wandb sync` from the run's files
+                extra["log_model"] = False
+        loggers.append(instantiate(conf, **extra))
+    return loggers
+
+
+def wandb_runs(loggers: list) -> list:
+    """The W&B run objects among ``loggers`` (created on first use, rank 0 only)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
+
+
+def log_final(loggers: list, config: dict, metrics: dict[str, Any]) -> None:
+    """The run's config and final scalars to every logger; for W&B also the agreement table and
+    its line chart. Then the W&B runs are finished (a multirun starts the next one)."""
+    scalars = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    for logger in loggers:
+        logger.log_hyperparams(config)
+        logger.log_metrics(scalars)
+        logger.finalize("success")
+    for run in wandb_runs(loggers):
+        import wandb
+
+        for split in ("val", "test"):
+            by_d = metrics.get(f"{split}/agreement_by_distance")
+            if not by_d:
+                continue
+            rows = [[int(d), c / t, int(t)] for d, (c, t) in sorted(by_d.items())]
+            table = wandb.Table(columns=["distance", "accuracy", "events"], data=rows)
+            run.log(
+                {
+                    f"{split}/agreement_table": table,
+                    f"{split}/agreement_chart": wandb.plot.line(
+                        table, "distance", "accuracy", title=f"{split} agreement by distance"
+                    ),
+                }
+            )
+        # strings (model name, hashes) are not metrics, but belong in the summary too
+        run.summary.update({k: v for k, v in metrics.items() if isinstance(v, str)})
+        announce(run)
+        run.finish()
+
+
+def announce(run: Any) -> None:
+    """One line: where an offline run is and how to upload it, or an online run's URL."""
+    if run.offline:
+        where = Path(run.dir).parent
+        print(f"W&B offline run: {where}  (upload later with: wandb sync {where})")
+    else:
+        print(f"W&B run: {run.url}")
+
+
+# -- reading a W&B run back from its files, without the network ---------------------------------
+_HEADER = struct.Struct("<4sHB")  # b":W&B", magic 0xBEE1, version
+_RECORD = struct.Struct("<IHB")  # crc32, length, type (LevelDB log format)
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def wandb_records(path: Path) -> Iterator[Any]:
+    """Every record of a ``run-*.wandb`` file (the LevelDB log format W&B writes), as
+    ``wandb_internal_pb2.Record`` messages."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    ident, magic, _ = _HEADER.unpack_from(data, 0)
+    if ident != b":W&B" or magic != 0xBEE1:
+        raise ValueError(f"{path}: not a W&B run file")
+    pos, parts = _HEADER.size, []
+    while pos + _RECORD.size <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _RECORD.size:  # the rest of a block too short for a header is padding
+            pos += left
+            continue
+        crc, length, kind = _RECORD.unpack_from(data, pos)
+        if kind == 0 and length == 0:
+            pos += left
+            continue
+        body = data[pos + _RECORD.size : pos + _RECORD.size + length]
+        pos += _RECORD.size + length
+        if zlib.crc32(bytes([kind]) + body) & 0xFFFFFFFF != crc:
+            raise ValueError(f"{path}: corrupt record at byte {pos}")
+        parts.append(body)
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            parts = []
+            yield record
+
+
+def read_wandb_run(run_dir: Path) -> dict[str, Any]:
+    """``{"config", "summary", "history", "group", "mode"}`` of the one W&B run under
+    ``run_dir/wandb``, from its files alone."""
+    import json
+
+    files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
+    if len(files) != 1:
+        raise ValueError(f"{run_dir}: expected one W&B run, found {len(files)}")
+    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None}
+
+    def items(updates) -> dict[str, Any]:
+        return {
+            u.key or "/".join(u.nested_key): json.loads(u.value_json)
+            for u in updates
+            if u.value_json
+        }
+
+    for record in wandb_records(files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["group"] = record.run.run_group or None
+            out["config"].update(items(record.run.config.update))
+        elif kind == "config":
+            out["config"].update(items(record.config.update))
+        elif kind == "history":
+            out["history"].append(items(record.history.item))
+        elif kind == "summary":
+            out["summary"].update(items(record.summary.update))
+    return out

@@ -1,0 +1,30 @@
+"""A Lightning callback for tests that run the CLI in a subprocess: one JSON line per trained
+window (rank, epoch, window, optimizer step, a checksum of the first parameter's Adam moment)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytorch_lightning as pl
+
+
+class Trace(pl.Callback):
+    def __init__(self, path: str, sleep_s: float = 0.0):
+        self.path, self.sleep_s = path, sleep_s
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        opt = trainer.optimizers[0]
+        first = next(iter(pl_module.parameters()))
+        state = opt.state.get(first, {})
+        row = {
+            "rank": trainer.global_rank,
+            "epoch": trainer.current_epoch,
+            "window": trainer.datamodule.stream.trained - 1,
+            "global_step": trainer.global_step,
+            "adam_step": float(state["step"]) if "step" in state else 0.0,
+            "exp_avg_sum": float(state["exp_avg"].double().sum()) if "exp_avg" in state else 0.0,
+        }
+        with open(f"{self.path}.{trainer.global_rank}", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        time.sleep(self.sleep_s)

@@ -1,0 +1,281 @@
+"""DDP on CPU processes (gloo) through the real CLI, and resuming a run killed mid-epoch.
+
+Both go through ``python -m seqlm`` in a subprocess: Lightning re-launches the workers with
+the command line (the path a user takes), and SIGKILL needs a process of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared
+
+from seqlm.data import LMData
+from seqlm.data.batching import TrainStream
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def seqlm_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "seqlm", *args]
+
+
+def env() -> dict[str, str]:
+    path = os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
+
+
+def trace_lines(path: Path) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for f in sorted(path.parent.glob(path.name + ".*")):
+        out[int(f.suffix[1:])] = [json.loads(line) for line in f.read_text().splitlines()]
+    return out
+
+
+def trace_args(path: Path, sleep_s: float = 0.0) -> list[str]:
+    return [
+        "+callbacks.trace._target_=trace_callback.Trace",
+        f"+callbacks.trace.path={path}",
+        f"+callbacks.trace.sleep_s={sleep_s}",
+    ]
+
+
+# -- DDP -------------------------------------------------------------------------------------
+PTB_DDP = [
+    "model=lstm",
+    "model.emb_size=32",
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "data=ptb",
+    "data.batch_size=8",
+    "data.bptt=20",
+    "trainer.max_steps=40",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "checkpoint.every_n_steps=20",
+    "optim.optimizer.lr=0.01",
+]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ddp")
+    root = shared("ptb")
+    trace = work / "trace"
+    r = subprocess.run(
+        seqlm_cmd(
+            "train",
+            "trainer=ddp_cpu",
+            "trainer.devices=2",
+            f"data.root={root}",
+            *PTB_DDP,
+            "logger=[wandb,csv]",
+            *trace_args(trace),
+            "hydra.run.dir=run",
+        ),
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work, work / "run", r, trace_lines(trace), root
+
+
+def test_ddp_ranks_train_disjoint_tokens_covering_the_stream(ddp_run):
+    _, run, _, traces, root = ddp_run
+    assert sorted(traces) == [0, 1]
+    windows = {rank: [row["window"] for row in rows] for rank, rows in traces.items()}
+    assert windows[0] == windows[1] == list(range(40))  # the same windows, in step
+    data = LMData("ptb", root=str(root))
+    data.prepare()
+    ids, eos = data.ids["train"], data.vocab.eos_id
+    streams = [TrainStream(ids, eos, 8, 20, rank=r, world_size=2) for r in (0, 1)]
+    trained = []
+    for rank, s in enumerate(streams):
+        spans = s.windows()
+        trained.append(
+            torch.cat(
+                [
+                    s.target_index[:, i : i + n].flatten()
+                    for i, n in map(spans.__getitem__, windows[rank])
+                ]
+            )
+        )
+    assert not set(trained[0].tolist()) & set(trained[1].tolist())
+    # over a whole epoch the two ranks' targets are every token of the stream but the tail
+    whole = torch.cat([s.target_index.flatten() for s in streams]).sort().values
+    assert torch.equal(whole, torch.arange(len(ids) - streams[0].dropped))
+    assert 0 <= streams[0].dropped < 2 * 8
+    # and rank r reads the targets at those indices
+    stream = np.concatenate([[eos], ids])
+    s = streams[1]
+    assert np.array_equal(s.targets.numpy(), stream[1:][s.target_index.numpy()])
+
+
+def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
+    work, run, _, _, root = ddp_run
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train/world_size"] == 2 and m["train/steps"] == 40
+    assert m["val/tokens"] == 73760 and m["test/tokens"] == 82430
+    r = subprocess.run(
+        seqlm_cmd("eval", f"ckpt={run}", f"data.root={root}", "data=ptb", "out=single.json"),
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = json.loads((work / "single.json").read_text())
+    assert single["val/tokens"] == m["val/tokens"]
+    assert single["val/ppl"] == pytest.approx(m["val/ppl"], rel=1e-5)
+    assert single["test/ppl"] == pytest.approx(m["test/ppl"], rel=1e-5)
+
+
+def test_ddp_loss_falls_and_one_process_writes(ddp_run):
+    _, run, r, _, _ = ddp_run
+    with (run / "logs" / "metrics.csv").open() as f:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert len(losses) >= 6
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5  # from ln(10000) = 9.2 down
+    assert r.stdout.count("run directory:") == 1  # the summary: rank 0 only
+    assert not list(run.rglob("*.tmp"))
+    assert len(list(run.glob("wandb/offline-run-*"))) == 1  # one W&B run, not one per rank
+
+
+# -- resume after SIGKILL --------------------------------------------------------------------
+RESUME = [
+    "data.sizes=[6000,1000,1000]",
+    "data.batch_size=4",
+    "data.bptt=10",
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "model.out_dropout=0.3",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "checkpoint.every_n_steps=5",
+    "logger=none",
+]
+
+
+def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
+    run = tmp_path / "run"
+    trace = tmp_path / "trace"
+    args = seqlm_cmd("train", *RESUME, f"hydra.run.dir={run}")
+    proc = subprocess.Popen(
+        [*args, *trace_args(trace, sleep_s=0.05)],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        rows = trace_lines(trace).get(0, [])
+        if last.exists() and len(rows) >= 13:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = trace_lines(trace)[0]
+    windows_per_epoch = 6000 // 4 // 10  # about 150: the kill is mid-epoch
+    assert 13 <= len(killed) < windows_per_epoch
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    saved_step = ckpt["global_step"]
+    assert saved_step % 5 == 0 and 0 < saved_step < len(killed)
+    opt_state = ckpt["optimizer_states"][0]["state"][0]
+    plateau = ckpt["lr_schedulers"][0]  # ReduceLROnPlateau's history travels too
+    assert {"best", "num_bad_epochs", "_last_lr"} <= set(plateau)
+
+    for f in trace.parent.glob(trace.name + ".*"):
+        f.unlink()
+    r = subprocess.run(
+        [*seqlm_cmd("train", f"resume={run}"), *trace_args(trace)],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = trace_lines(trace)[0]
+    first = resumed[0]
+    # the next window trained is the one after the checkpoint's, in the same epoch
+    assert (first["epoch"], first["window"]) == (0, saved_step)
+    assert killed[saved_step]["window"] == saved_step  # ... which the killed run trained next
+    assert first["global_step"] == saved_step
+    assert first["adam_step"] == float(opt_state["step"]) == saved_step
+    assert first["exp_avg_sum"] == pytest.approx(float(opt_state["exp_avg"].double().sum()))
+    assert [row["window"] for row in resumed] == list(range(saved_step, len(resumed) + saved_step))
+    assert json.loads((run / "metrics.json").read_text())["train/steps"] == saved_step + len(
+        resumed
+    )
+
+    # the resumed run ends where an uninterrupted one does (same RNG, state and stream)
+    plain = tmp_path / "plain"
+    r = subprocess.run(
+        [*seqlm_cmd("train", *RESUME, f"hydra.run.dir={plain}")],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((run / "metrics.json").read_text())
+    b = json.loads((plain / "metrics.json").read_text())
+    assert a["train/steps"] == b["train/steps"]
+    # dropout draws from the restored RNG: the two runs agree to rounding
+    assert a["val/ppl"] == pytest.approx(b["val/ppl"], rel=1e-9)
+
+
+def test_resume_refuses_a_run_dir_without_checkpoints(tmp_path):
+    r = subprocess.run(
+        seqlm_cmd("train", f"resume={tmp_path / 'nothing'}"),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("seqlm: error: resume=")
+
+
+def test_resume_refuses_another_model_and_a_missing_checkpoint_file(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run(
+        seqlm_cmd("train", *RESUME, "trainer.max_steps=3", f"hydra.run.dir={run}"),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    for args, message in (
+        ([f"resume={run}", "model=gru"], "seqlm: error: resume: model= cannot change"),
+        (["ckpt_path=nowhere.ckpt", "logger=none"], "seqlm: error: ckpt_path=nowhere.ckpt"),
+    ):
+        r = subprocess.run(
+            seqlm_cmd("train", *args),
+            cwd=tmp_path,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(message)
