@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,24 @@ def make_config(name: str = "train", overrides: list[str] | None = None) -> Dict
     """A config composed the way the CLI composes it."""
     with initialize_config_module("seqlm.conf", version_base="1.3"):
         return compose(name, overrides=overrides or [])
+
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def seqlm(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``python -m seqlm ARGS`` in a subprocess, as a user runs it. ``env`` replaces the
+    environment (default: this one); tests/helpers is importable, for ``+callbacks``."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(HELPERS), env.get("PYTHONPATH", "")])
+    env["PYTHONWARNINGS"] = "ignore"
+    return subprocess.run(
+        [sys.executable, "-m", "seqlm", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm, shared
 from omegaconf import OmegaConf
 
 from seqlm.commands.train import train
@@ -74,18 +71,6 @@ def test_experiment_presets_compose():
     assert cfg.optim.scheduler.milestones[0] == 4 and "factor" not in cfg.optim.scheduler
 
 
-def seqlm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "seqlm", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """One real run through the CLI (Hydra run dir and all)."""
@@ -100,21 +85,6 @@ def test_cli_train_writes_run_dir_and_prints_a_summary(cli_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['test/ppl']:.4f}" in r.stdout
     assert "agreement by distance" in r.stdout
-
-
-def test_cli_multirun_sweeps_models(tmp_path):
-    r = seqlm(
-        "train",
-        "-m",
-        "model=rnn,gru",
-        *SMALL_AGREEMENT,
-        *TINY_TRAIN,
-        "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
-    assert runs == ["0_rnn", "1_gru"]
 
 
 def test_cli_score_generate_fill(cli_run):

@@ -18,21 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared
+from conftest import HELPERS, seqlm, shared
 
 from seqlm.data import LMData
 from seqlm.data.batching import TrainStream
-
-HELPERS = Path(__file__).resolve().parent / "helpers"
-
-
-def seqlm_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "seqlm", *args]
-
-
-def env() -> dict[str, str]:
-    path = os.pathsep.join([str(HELPERS), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
 
 
 def trace_lines(path: Path) -> dict[int, list[dict]]:
@@ -72,21 +61,16 @@ def ddp_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
     root = shared("ptb")
     trace = work / "trace"
-    r = subprocess.run(
-        seqlm_cmd(
-            "train",
-            "trainer=ddp_cpu",
-            "trainer.devices=2",
-            f"data.root={root}",
-            *PTB_DDP,
-            "logger=[wandb,csv]",
-            *trace_args(trace),
-            "hydra.run.dir=run",
-        ),
+    r = seqlm(
+        "train",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        f"data.root={root}",
+        *PTB_DDP,
+        "logger=[wandb,csv]",
+        *trace_args(trace),
+        "hydra.run.dir=run",
         cwd=work,
-        env=env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -129,14 +113,7 @@ def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
     m = json.loads((run / "metrics.json").read_text())
     assert m["train/world_size"] == 2 and m["train/steps"] == 40
     assert m["val/tokens"] == 73760 and m["test/tokens"] == 82430
-    r = subprocess.run(
-        seqlm_cmd("eval", f"ckpt={run}", f"data.root={root}", "data=ptb", "out=single.json"),
-        cwd=work,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = seqlm("eval", f"ckpt={run}", f"data.root={root}", "data=ptb", "out=single.json", cwd=work)
     assert r.returncode == 0, r.stderr[-3000:]
     single = json.loads((work / "single.json").read_text())
     assert single["val/tokens"] == m["val/tokens"]
@@ -173,11 +150,11 @@ RESUME = [
 def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     run = tmp_path / "run"
     trace = tmp_path / "trace"
-    args = seqlm_cmd("train", *RESUME, f"hydra.run.dir={run}")
-    proc = subprocess.Popen(
-        [*args, *trace_args(trace, sleep_s=0.05)],
+    proc = subprocess.Popen(  # the run seqlm() would start, but in the background
+        [sys.executable, "-m", "seqlm", "train", *RESUME, f"hydra.run.dir={run}"]
+        + trace_args(trace, sleep_s=0.05),
         cwd=tmp_path,
-        env=env(),
+        env={**os.environ, "PYTHONPATH": str(HELPERS)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -202,14 +179,7 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
 
     for f in trace.parent.glob(trace.name + ".*"):
         f.unlink()
-    r = subprocess.run(
-        [*seqlm_cmd("train", f"resume={run}"), *trace_args(trace)],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = seqlm("train", f"resume={run}", *trace_args(trace), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = trace_lines(trace)[0]
     first = resumed[0]
@@ -226,14 +196,7 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
 
     # the resumed run ends where an uninterrupted one does (same RNG, state and stream)
     plain = tmp_path / "plain"
-    r = subprocess.run(
-        [*seqlm_cmd("train", *RESUME, f"hydra.run.dir={plain}")],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = seqlm("train", *RESUME, f"hydra.run.dir={plain}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((run / "metrics.json").read_text())
     b = json.loads((plain / "metrics.json").read_text())
@@ -243,39 +206,18 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
 
 
 def test_resume_refuses_a_run_dir_without_checkpoints(tmp_path):
-    r = subprocess.run(
-        seqlm_cmd("train", f"resume={tmp_path / 'nothing'}"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = seqlm("train", f"resume={tmp_path / 'nothing'}", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("seqlm: error: resume=")
 
 
 def test_resume_refuses_another_model_and_a_missing_checkpoint_file(tmp_path):
     run = tmp_path / "run"
-    r = subprocess.run(
-        seqlm_cmd("train", *RESUME, "trainer.max_steps=3", f"hydra.run.dir={run}"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = seqlm("train", *RESUME, "trainer.max_steps=3", f"hydra.run.dir={run}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     for args, message in (
         ([f"resume={run}", "model=gru"], "seqlm: error: resume: model= cannot change"),
         (["ckpt_path=nowhere.ckpt", "logger=none"], "seqlm: error: ckpt_path=nowhere.ckpt"),
     ):
-        r = subprocess.run(
-            seqlm_cmd("train", *args),
-            cwd=tmp_path,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        r = seqlm("train", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(message)

@@ -7,14 +7,11 @@ import csv
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm
 
 from seqlm.commands.compare import COLUMNS
 from seqlm.commands.train import train
@@ -25,38 +22,19 @@ FAST = [t for t in TINY_TRAIN if not t.startswith("logger=")]
 TRAINER_ONLY = [t for t in TINY_TRAIN if t.startswith("trainer.")]  # fits n-gram runs too
 
 
-def seqlm(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "seqlm", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_train_goes_offline_without_key_and_wandb_files_hold_the_metrics(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
     started = time.monotonic()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqlm",
-            "train",
-            "model=lstm",
-            *SMALL,
-            *FAST,
-            "trainer.log_every_n_steps=1",
-            "hydra.run.dir=run",
-        ],
+    r = seqlm(
+        "train",
+        "model=lstm",
+        *SMALL,
+        *FAST,
+        "trainer.log_every_n_steps=1",
+        "hydra.run.dir=run",
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert time.monotonic() - started < 120
@@ -98,7 +76,7 @@ def test_wandb_mode_rules(monkeypatch, tmp_path):
     assert time.monotonic() - started < 3
 
 
-def test_multirun_puts_its_runs_in_one_wandb_group(tmp_path):
+def test_multirun_runs_every_model_in_one_wandb_group(tmp_path):
     r = seqlm(
         "train",
         "-m",
@@ -109,8 +87,8 @@ def test_multirun_puts_its_runs_in_one_wandb_group(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    runs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert [p.name for p in runs] == ["0_kn3", "1_lstm"]
+    runs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert [p.name for p in runs] == ["0_kn3", "1_lstm"]  # a sweep over both families
     groups = {read_wandb_run(p)["group"] for p in runs}
     assert len(groups) == 1 and groups.pop().startswith("sweep-")
 
