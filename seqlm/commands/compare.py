@@ -119,6 +119,7 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
@@ -131,8 +132,8 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
     for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall time (s)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation perplexity")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_epoch.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
