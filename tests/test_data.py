@@ -159,6 +159,25 @@ def test_train_streams_are_contiguous_disjoint_and_cover_all_but_the_tail(world)
     assert ds.dropped == 1000 % (4 * world)
 
 
+def test_train_stream_resumes_at_the_saved_window_of_the_same_epoch():
+    ids = _stream(2000)
+    whole = list(TrainStream(ids, 1, batch_size=4, bptt=7))
+    ds = TrainStream(ids, 1, batch_size=4, bptt=7)
+    ds.trained = 9  # what the data module records as windows are trained
+    saved = ds.state_dict()
+    assert saved == {"epoch": 0, "next_window": 9}
+    again = TrainStream(ids, 1, batch_size=4, bptt=7)
+    again.load_state_dict(saved)
+    rest = list(again)
+    assert [b["window"] for b in rest] == list(range(9, len(whole)))
+    for a, b in zip(rest, whole[9:]):
+        assert np.array_equal(a["input"], b["input"]) and np.array_equal(a["target"], b["target"])
+    other_epoch = TrainStream(ids, 1, batch_size=4, bptt=7)
+    other_epoch.set_epoch(1)
+    other_epoch.load_state_dict(saved)  # a checkpoint of another epoch: from the start
+    assert next(iter(other_epoch))["window"] == 0
+
+
 def test_variable_bptt_is_seeded_and_covers_the_stream():
     ds = TrainStream(_stream(3000), 1, batch_size=2, bptt=30, variable_bptt=True, seed=5)
     w0 = ds.windows()

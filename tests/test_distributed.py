@@ -85,27 +85,29 @@ def test_ddp_ranks_train_disjoint_tokens_covering_the_stream(ddp_run):
     data = LMData("ptb", root=str(root))
     data.prepare()
     ids, eos = data.ids["train"], data.vocab.eos_id
-    streams = [TrainStream(ids, eos, 8, 20, rank=r, world_size=2) for r in (0, 1)]
-    trained = []
-    for rank, s in enumerate(streams):
-        spans = s.windows()
-        trained.append(
-            torch.cat(
-                [
-                    s.target_index[:, i : i + n].flatten()
-                    for i, n in map(spans.__getitem__, windows[rank])
-                ]
-            )
-        )
-    assert not set(trained[0].tolist()) & set(trained[1].tolist())
-    # over a whole epoch the two ranks' targets are every token of the stream but the tail
-    whole = torch.cat([s.target_index.flatten() for s in streams]).sort().values
-    assert torch.equal(whole, torch.arange(len(ids) - streams[0].dropped))
-    assert 0 <= streams[0].dropped < 2 * 8
-    # and rank r reads the targets at those indices
-    stream = np.concatenate([[eos], ids])
-    s = streams[1]
-    assert np.array_equal(s.targets.numpy(), stream[1:][s.target_index.numpy()])
+    # the layout computed here, independently of the run: W*B = 16 contiguous streams of L
+    length = len(ids) // 16
+    stream = np.concatenate([[eos], ids]).astype(np.int64)
+    targets = stream[1 : 16 * length + 1].reshape(16, length)
+    index = np.arange(16 * length).reshape(16, length)
+    assert len(ids) - 16 * length < 16  # the dropped tail
+    trained = {}
+    for rank, rows in traces.items():
+        mine = slice(8 * rank, 8 * rank + 8)
+        # what the rank's process trained: rows rB..rB+B-1 at each window's first column
+        for row in rows:
+            col = row["window"] * 20
+            assert row["first_targets"] == targets[mine, col].tolist()
+        trained[rank] = {
+            int(k) for w in windows[rank] for k in index[mine, w * 20 : w * 20 + 20].flat
+        }
+    assert not trained[0] & trained[1]
+    assert trained[0] | trained[1] == set(index[:, : 40 * 20].flat)  # every row, 40 windows
+    # TrainStream lays the streams out the same way (so a whole epoch covers all but the tail)
+    for rank in (0, 1):
+        s = TrainStream(ids, eos, 8, 20, rank=rank, world_size=2)
+        assert np.array_equal(s.targets.numpy(), targets[8 * rank : 8 * rank + 8])
+        assert np.array_equal(s.target_index.numpy(), index[8 * rank : 8 * rank + 8])
 
 
 def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
@@ -140,7 +142,7 @@ RESUME = [
     "model.emb_size=16",
     "model.hidden_size=16",
     "model.out_dropout=0.3",
-    "trainer.max_epochs=1",
+    "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
     "checkpoint.every_n_steps=5",
     "logger=none",
@@ -148,11 +150,12 @@ RESUME = [
 
 
 def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
+    """Killed in the second epoch (the stream must name its epoch, not only its window)."""
     run = tmp_path / "run"
     trace = tmp_path / "trace"
     proc = subprocess.Popen(  # the run seqlm() would start, but in the background
         [sys.executable, "-m", "seqlm", "train", *RESUME, f"hydra.run.dir={run}"]
-        + trace_args(trace, sleep_s=0.05),
+        + trace_args(trace, sleep_s=0.02),
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(HELPERS)},
         stdout=subprocess.DEVNULL,
@@ -162,17 +165,19 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         rows = trace_lines(trace).get(0, [])
-        if last.exists() and len(rows) >= 13:
+        if sum(row["epoch"] == 1 for row in rows) >= 13:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = trace_lines(trace)[0]
-    windows_per_epoch = 6000 // 4 // 10  # about 150: the kill is mid-epoch
-    assert 13 <= len(killed) < windows_per_epoch
+    per_epoch = sum(row["epoch"] == 0 for row in killed)  # about 150 windows
+    assert 13 <= len(killed) - per_epoch < per_epoch  # killed mid-way through epoch 1
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     saved_step = ckpt["global_step"]
-    assert saved_step % 5 == 0 and 0 < saved_step < len(killed)
+    assert saved_step % 5 == 0 and per_epoch < saved_step < len(killed)
+    [position] = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert position == {"epoch": 1, "next_window": saved_step - per_epoch}
     opt_state = ckpt["optimizer_states"][0]["state"][0]
     plateau = ckpt["lr_schedulers"][0]  # ReduceLROnPlateau's history travels too
     assert {"best", "num_bad_epochs", "_last_lr"} <= set(plateau)
@@ -183,16 +188,18 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = trace_lines(trace)[0]
     first = resumed[0]
-    # the next window trained is the one after the checkpoint's, in the same epoch
-    assert (first["epoch"], first["window"]) == (0, saved_step)
-    assert killed[saved_step]["window"] == saved_step  # ... which the killed run trained next
+    # the next window trained is the one after the checkpoint's, in the same epoch ...
+    assert (first["epoch"], first["window"]) == (1, position["next_window"])
+    # ... which is the one the killed run trained next
+    came_next = killed[saved_step]
+    assert (came_next["epoch"], came_next["window"]) == (first["epoch"], first["window"])
+    assert came_next["first_targets"] == first["first_targets"]
     assert first["global_step"] == saved_step
     assert first["adam_step"] == float(opt_state["step"]) == saved_step
     assert first["exp_avg_sum"] == pytest.approx(float(opt_state["exp_avg"].double().sum()))
-    assert [row["window"] for row in resumed] == list(range(saved_step, len(resumed) + saved_step))
-    assert json.loads((run / "metrics.json").read_text())["train/steps"] == saved_step + len(
-        resumed
-    )
+    windows = [row["window"] for row in resumed]
+    assert windows == list(range(position["next_window"], per_epoch))
+    assert json.loads((run / "metrics.json").read_text())["train/steps"] == 2 * per_epoch
 
     # the resumed run ends where an uninterrupted one does (same RNG, state and stream)
     plain = tmp_path / "plain"

@@ -156,15 +156,21 @@ def test_every_model_on_ptb_scores_all_82430_test_tokens(model, tmp_path):
 
 
 class _LossDtype(pl.Callback):
+    """The dtype of the training loss, and of the logits the network produced while training."""
+
     def __init__(self):
         self.dtypes: set[torch.dtype] = set()
         self.logit_dtypes: set[torch.dtype] = set()
 
+    def on_fit_start(self, trainer, pl_module):
+        def record(module, args, out):
+            if module.training:
+                self.logit_dtypes.add(out[0].dtype)
+
+        pl_module.net.register_forward_hook(record)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.dtypes.add(outputs["loss"].dtype)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.precision != "32-true"):
-            logits, _ = pl_module.net(batch["input"][:, :3])
-        self.logit_dtypes.add(logits.dtype)
 
 
 def test_bf16_mixed_keeps_the_loss_in_float32_and_learns_like_fp32(tmp_path):
@@ -206,3 +212,27 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monk
     io.save_checkpoint({"step": 3, "w": torch.zeros(3)}, path)
     assert torch.load(path, weights_only=True)["step"] == 3
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+class _WindowLengths(pl.Callback):
+    def __init__(self):
+        self.lengths: dict[int, list[int]] = {}
+        self.stream_epochs: set[tuple[int, int]] = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lengths.setdefault(trainer.current_epoch, []).append(batch["input"].shape[1])
+        self.stream_epochs.add((trainer.current_epoch, trainer.datamodule.stream.epoch))
+
+
+def test_every_epoch_draws_its_own_windows(tmp_path):
+    probe = _WindowLengths()
+    cfg = make_config(
+        "train",
+        [*SMALL_AGREEMENT, *TINY_TRAIN, "trainer.max_epochs=3", "data.variable_bptt=true"],
+    )
+    train(cfg, run_dir=tmp_path, callbacks=[probe])
+    assert probe.stream_epochs == {(0, 0), (1, 1), (2, 2)}  # the stream knows its epoch
+    assert sorted(probe.lengths) == [0, 1, 2]
+    # AWD draws are seeded by (seed, epoch): each epoch cuts the stream differently, whole
+    assert len({tuple(v) for v in probe.lengths.values()}) == 3
+    assert len({sum(v) for v in probe.lengths.values()}) == 1

@@ -23,13 +23,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from seqlm.conf import is_group
 from seqlm.data import LMData
 from seqlm.errors import SeqlmError
 from seqlm.lit import LitLM
 from seqlm.ngram_plugin import is_ngram, train_ngram
 from seqlm.tracking import log_final, make_loggers
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -218,6 +217,9 @@ def train(
         logger=loggers or False,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
+        # A new loader every epoch is how the stream learns its epoch (set_epoch): AWD window
+        # lengths and sentence order are drawn per epoch, and the resume position names it.
+        reload_dataloaders_every_n_epochs=1,
     )
     trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)
     train_s = time.perf_counter() - started
@@ -302,7 +304,7 @@ def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
         key = override.split("=", 1)[0].lstrip("+~")
         if key in ("resume", "ckpt_path") or key.startswith("hydra"):
             continue
-        if (CONF / key).is_dir():
+        if is_group(key):
             if key not in ("trainer", "logger"):
                 raise SeqlmError(f"resume: {key}= cannot change in a resumed run ({override})")
             saved[key] = cfg[key]

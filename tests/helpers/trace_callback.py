@@ -1,5 +1,6 @@
 """A Lightning callback for tests that run the CLI in a subprocess: one JSON line per trained
-window (rank, epoch, window, optimizer step, a checksum of the first parameter's Adam moment)."""
+window (rank, epoch, window, optimizer step, a checksum of the first parameter's Adam moment,
+the batch's first column of targets)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Trace(pl.Callback):
             "global_step": trainer.global_step,
             "adam_step": float(state["step"]) if "step" in state else 0.0,
             "exp_avg_sum": float(state["exp_avg"].double().sum()) if "exp_avg" in state else 0.0,
+            "first_targets": batch["target"][:, 0].tolist(),  # what this rank really trained on
         }
         with open(f"{self.path}.{trainer.global_rank}", "a") as f:
             f.write(json.dumps(row) + "\n")
