@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
 from seqlm.commands import COMMANDS
+from seqlm.conf import CONF_DIR, is_group
 from seqlm.errors import SeqlmError
 
-CONF = Path(__file__).parent / "conf"
 COMMAND_ENV = "SEQLM_COMMAND"
 USAGE = (
     f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
@@ -26,10 +25,9 @@ def check_group_choices(args: list[str]) -> None:
             continue
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
-        group = CONF / key
-        if not group.is_dir() or "." in key:
+        if not is_group(key):
             continue
-        choices = sorted(p.stem for p in group.glob("*.yaml"))
+        choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
         values = value.strip("[]").split(",") if value else []
         for v in values:
             if v.strip() and v.strip() not in choices:

@@ -85,12 +85,13 @@ class LitLM(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        target = batch["target"]  # streams have no padding; sentence batches do
+        tokens = int((target != IGNORE).sum()) if self.pseudo else target.numel()
+        self.tokens_seen += tokens
         now = time.perf_counter()
         if self._tick is not None:  # tokens of the previous step over its wall time
             self.log("train/tokens_per_s", self._tick[1] / max(now - self._tick[0], 1e-9))
-        self._tick = (now, batch["target"].numel())
-        target = batch["target"]  # streams have no padding; sentence batches do
-        self.tokens_seen += int((target != IGNORE).sum()) if self.pseudo else target.numel()
+        self._tick = (now, tokens)
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:

@@ -8,6 +8,7 @@ by the user always wins.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import socket
@@ -179,8 +180,6 @@ def wandb_records(path: Path) -> Iterator[Any]:
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
     """``{"config", "summary", "history", "group", "mode"}`` of the one W&B run under
     ``run_dir/wandb``, from its files alone."""
-    import json
-
     files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
     if len(files) != 1:
         raise ValueError(f"{run_dir}: expected one W&B run, found {len(files)}")

@@ -70,7 +70,7 @@ class Run:
         }
 
 
-def load_run(path: Path) -> Run:
+def read_run(path: Path) -> Run:
     path = Path(path)
     metrics_file = path / "metrics.json"
     if not metrics_file.is_file():
@@ -114,12 +114,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule + "|", *body])
 
 
-def plot_val_ppl(runs: list[Run], path: Path) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_val_ppl(runs: list[Run], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
@@ -141,10 +149,7 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
 
 
 def plot_test_ppl(runs: list[Run], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     scored = [r for r in runs if "test/ppl" in r.metrics]  # pseudo-ppl is not on this scale
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(scored) + 2), 4))
@@ -174,7 +179,7 @@ def compare(run_dirs: list[str | Path], out: str | Path) -> list[dict[str, Any]]
     """Write the table and the plots for ``run_dirs`` into ``out``; returns the table's rows."""
     if len(run_dirs) < 1:
         raise SeqlmError("compare: give at least one run directory")
-    runs = [load_run(Path(p)) for p in run_dirs]
+    runs = [read_run(Path(p)) for p in run_dirs]
     check_comparable(runs)
     rows = [r.row() for r in runs]
     out = Path(out)
