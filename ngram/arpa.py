@@ -66,73 +66,107 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
 
 
 def read_arpa(path: str | Path) -> NgramLM:
-    """Read an ARPA file (``.gz`` too). A malformed or truncated file gets one error that
-    names the file and line."""
+    """Read an ARPA file (``.gz`` too). A malformed or truncated file, or a log-probability or
+    backoff weight that is not a finite number (``nan``, ``inf``; KenLM's ``-99`` for log10 0
+    is one), gets one error that names the file and line."""
     path = Path(path)
+    lines = _read_lines(path)
+    sizes, i = _header(path, lines)
+    entries = []
+    for k, size in enumerate(sizes, 1):
+        rows, i = _section(path, lines, i, k, size)
+        entries.append(rows)
+    rest = [ln.strip() for ln in lines[i:] if ln.strip()]
+    if not rest or rest[0] != "\\end\\":
+        raise _bad(path, lines, i, "missing \\end\\ (file truncated?)")
+    return _model(path, entries)
+
+
+Entry = tuple[list[str], float, float]  # words, log10 p, log10 backoff
+
+
+def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise NgramError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            return f.read().splitlines()
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise NgramError(f"{path}: cannot read ({e})") from None
 
-    def bad(i: int, why: str) -> NgramError:
-        return NgramError(f"{path}:{i + 1}: {why}")
 
-    i = 0
-    while i < len(lines) and lines[i].strip() != "\\data\\":
-        i += 1
-    if i == len(lines):
+def _bad(path: Path, lines: list[str], i: int, why: str) -> NgramError:
+    return NgramError(f"{path}:{min(i, len(lines) - 1) + 1}: {why}")
+
+
+def _header(path: Path, lines: list[str]) -> tuple[list[int], int]:
+    """The n-gram counts of the ``\\data\\`` section, and the line after it."""
+    i = next((j for j, ln in enumerate(lines) if ln.strip() == "\\data\\"), None)
+    if i is None:
         raise NgramError(f"{path}: no \\data\\ header; not an ARPA file")
     sizes: list[int] = []
     i += 1
     while i < len(lines) and lines[i].startswith("ngram "):
         m = re.fullmatch(r"ngram (\d+)=(\d+)", lines[i].strip())
         if not m or int(m.group(1)) != len(sizes) + 1:
-            raise bad(i, f"expected 'ngram {len(sizes) + 1}=COUNT', got {lines[i]!r}")
+            raise _bad(path, lines, i, f"expected 'ngram {len(sizes) + 1}=COUNT', got {lines[i]!r}")
         sizes.append(int(m.group(2)))
         i += 1
     if not sizes:
-        raise bad(i, "no 'ngram N=COUNT' lines after \\data\\")
-    order = len(sizes)
-    entries: list[list[tuple[list[str], float, float]]] = []
-    for k in range(1, order + 1):
-        while i < len(lines) and not lines[i].strip():
-            i += 1
-        if i == len(lines) or lines[i].strip() != f"\\{k}-grams:":
-            raise bad(min(i, len(lines) - 1), f"expected \\{k}-grams: (file truncated?)")
-        i += 1
-        rows = []
-        for _ in range(sizes[k - 1]):
-            if i >= len(lines) or not lines[i].strip() or lines[i].startswith("\\"):
-                raise bad(
-                    min(i, len(lines) - 1),
-                    f"{k}-grams section has {len(rows)} entries, "
-                    f"the header says {sizes[k - 1]} (file truncated?)",
-                )
-            parts = lines[i].split()
-            if len(parts) not in (k + 1, k + 2):
-                raise bad(i, f"a {k}-gram line needs log10 p, {k} words and an optional backoff")
-            try:
-                lp = float(parts[0])
-                bo = float(parts[k + 1]) if len(parts) == k + 2 else 0.0
-            except ValueError:
-                raise bad(i, f"not a number in {lines[i]!r}") from None
-            rows.append((parts[1 : k + 1], lp, bo))
-            i += 1
-        entries.append(rows)
-    rest = [ln.strip() for ln in lines[i:] if ln.strip()]
-    if not rest or rest[0] != "\\end\\":
-        raise bad(min(i, len(lines) - 1), "missing \\end\\ (file truncated?)")
+        raise _bad(path, lines, i, "no 'ngram N=COUNT' lines after \\data\\")
+    return sizes, i
 
+
+def _section(path: Path, lines: list[str], i: int, k: int, size: int) -> tuple[list[Entry], int]:
+    """The ``size`` entries of the ``\\k-grams:`` section that starts at or after line i."""
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i == len(lines) or lines[i].strip() != f"\\{k}-grams:":
+        raise _bad(path, lines, i, f"expected \\{k}-grams: (file truncated?)")
+    i += 1
+    rows = []
+    for _ in range(size):
+        if i >= len(lines) or not lines[i].strip() or lines[i].startswith("\\"):
+            raise _bad(
+                path,
+                lines,
+                i,
+                f"{k}-grams section has {len(rows)} entries, the header says {size} "
+                "(file truncated?)",
+            )
+        rows.append(_entry(path, lines, i, k))
+        i += 1
+    return rows, i
+
+
+def _entry(path: Path, lines: list[str], i: int, k: int) -> Entry:
+    parts = lines[i].split()
+    if len(parts) not in (k + 1, k + 2):
+        raise _bad(
+            path, lines, i, f"a {k}-gram line needs log10 p, {k} words and an optional backoff"
+        )
+    try:
+        lp = float(parts[0])
+        bo = float(parts[k + 1]) if len(parts) == k + 2 else 0.0
+    except ValueError:
+        raise _bad(path, lines, i, f"not a number in {lines[i]!r}") from None
+    if not (math.isfinite(lp) and math.isfinite(bo)):
+        raise _bad(
+            path, lines, i, f"log10 p and backoff must be finite (-99 for log10 0): {lines[i]!r}"
+        )
+    return parts[1 : k + 1], lp, bo
+
+
+def _model(path: Path, entries: list[list[Entry]]) -> NgramLM:
+    """The backoff-form model of the parsed entries."""
     # vocabulary: <unk>, </s> first (seqlm's ids 0 and 1), then the unigrams in file order
     itos = [UNK, EOS] + [w[0] for w, _, _ in entries[0] if w[0] not in (UNK, EOS, BOS)]
     stoi = {w: j for j, w in enumerate(itos)}
     stoi[BOS] = len(itos)
-    model = NgramLM(itos, order, "arpa")
-    if UNK not in {w[0] for w, _, _ in entries[0]}:
+    model = NgramLM(itos, len(entries), "arpa")
+    has_unk = UNK in {w[0] for w, _, _ in entries[0]}
+    if not has_unk:
         model.info["note"] = "no <unk> in the file: unseen words get log10 p = -99"
     for k, rows in enumerate(entries, 1):
         keys = np.zeros(len(rows), dtype=np.int64)
@@ -146,7 +180,7 @@ def read_arpa(path: str | Path) -> NgramLM:
         model.keys.append(keys[order_idx])
         model.logp.append(np.asarray([r[1] for r in rows])[order_idx] * LN10)
         model.logbow.append(np.asarray([r[2] for r in rows])[order_idx] * LN10)
-    if UNK not in {w[0] for w, _, _ in entries[0]}:  # give <unk> a row so lookups never miss
+    if not has_unk:  # give <unk> a row so lookups never miss
         model.keys[0] = np.sort(np.append(model.keys[0], 0))
         at = np.searchsorted(model.keys[0], 0)
         model.logp[0] = np.insert(model.logp[0], at, -99 * LN10)

@@ -300,7 +300,28 @@ class NgramLM:
                 m._uniform = [(z[f"uctx{k}"], z[f"ugamma{k}"]) for k in range(order)]
         except (OSError, KeyError, ValueError) as e:
             raise NgramError(f"{path}: not an ngram model file ({e})") from None
+        m._check_tables(path)
         return m
+
+    def _check_tables(self, path) -> None:
+        """Values, not only the format: keys strictly increasing (lookups bisect them), and
+        no NaN or +inf among the log-probabilities and weights (-inf is log 0)."""
+        for k in range(self.order):
+            keys = self.keys[k]
+            if (
+                keys.dtype != np.int64
+                or len(keys) != len(self.logp[k])
+                or np.any(keys[1:] <= keys[:-1])
+            ):
+                raise NgramError(f"{path}: the {k + 1}-gram keys are not a sorted int64 table")
+            tables = [self.logp[k], self.logbow[k]]
+            if self._uniform is not None:
+                tables.append(self._uniform[k][1])
+            for table in tables:
+                if np.isnan(table).any() or np.isposinf(table).any():
+                    raise NgramError(
+                        f"{path}: a {k + 1}-gram log-probability or weight is NaN or +inf"
+                    )
 
     def perplexity(self, ids: np.ndarray) -> float:
         if not self.normalized:

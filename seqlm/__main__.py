@@ -6,14 +6,15 @@ import importlib
 import os
 import sys
 
-from seqlm.commands import COMMANDS
-from seqlm.conf import CONF_DIR, is_group
+from seqlm.commands import COMMANDS, POSITIONAL
+from seqlm.conf import choices, is_group
 from seqlm.errors import SeqlmError
+from seqlm.launch import COMMAND_ENV, worker_argv
+from seqlm.quiet import silence_known_notices
 
-COMMAND_ENV = "SEQLM_COMMAND"
 USAGE = (
     f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
-    "       python -m seqlm compare RUN_DIR... [out=DIR]   (see README)"
+    "       python -m seqlm compare RUN_DIR... [out=DIR]"
 )
 
 
@@ -27,14 +28,13 @@ def check_group_choices(args: list[str]) -> None:
         key = key.lstrip("+~")
         if not is_group(key):
             continue
-        choices = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
-        values = value.strip("[]").split(",") if value else []
-        for v in values:
-            if v.strip() and v.strip() not in choices:
-                raise SeqlmError(f"{key}={v.strip()!r} is not one of {', '.join(choices)}")
+        known = choices(key)
+        for v in (x.strip() for x in (value.strip("[]").split(",") if value else [])):
+            if v and v not in known:
+                raise SeqlmError(f"{key}={v!r} is not one of {', '.join(known)}")
 
 
-def user_error(exc: BaseException) -> SeqlmError | None:
+def user_error(exc: BaseException | None) -> SeqlmError | None:
     """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it."""
     while exc is not None:
         if isinstance(exc, SeqlmError):
@@ -43,37 +43,48 @@ def user_error(exc: BaseException) -> SeqlmError | None:
     return None
 
 
+def fail(message: str) -> None:
+    print(f"seqlm: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def hydra_overrides(command: str, args: list[str]) -> list[str]:
+    """The command line as Hydra overrides: run directories (``compare``) become
+    ``runs=[...]``;
+    a resumed run stays in its folder (``hydra.run.dir``)."""
+    if command in POSITIONAL:  # run directories come as positional arguments
+        dirs = [a for a in args if "=" not in a and not a.startswith("-")]
+        args = [a for a in args if a not in dirs]
+        if dirs:
+            quoted = ",".join("'" + d.replace("\\", "\\\\").replace("'", "\\'") + "'" for d in dirs)
+            args.append(f"runs=[{quoted}]")
+    resume = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if (
+        resume
+        and resume[-1] not in ("", "null")
+        and not any(a.startswith("hydra.run.dir=") for a in args)
+    ):
+        args.append(f"hydra.run.dir={resume[-1]}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    relaunched = "LOCAL_RANK" in os.environ and os.environ.get(COMMAND_ENV) in COMMANDS
-    if relaunched and (not argv or argv[0] not in COMMANDS):  # a DDP worker Lightning started
-        argv.insert(0, os.environ[COMMAND_ENV])
+    argv = worker_argv(list(sys.argv[1:] if argv is None else argv), COMMANDS)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    command, overrides = argv[0], argv[1:]
+    command, overrides = argv[0], hydra_overrides(argv[0], argv[1:])
     if command not in COMMANDS:
-        print(
-            f"seqlm: error: unknown command {command!r}; one of {', '.join(COMMANDS)} "
-            "(python -m seqlm --help)",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    if command == "compare":  # run directories come as positional arguments
-        dirs = [a for a in overrides if "=" not in a and not a.startswith("-")]
-        overrides = [a for a in overrides if a not in dirs]
-        if dirs:
-            quoted = ",".join("'" + d.replace("\\", "\\\\").replace("'", "\\'") + "'" for d in dirs)
-            overrides.append(f"runs=[{quoted}]")
+        fail(f"unknown command {command!r}; one of {', '.join(COMMANDS)} (python -m seqlm --help)")
     debug = any(a in ("debug=true", "debug=True") for a in overrides)
     try:
         check_group_choices(overrides)
     except SeqlmError as e:
-        print(f"seqlm: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
 
     import hydra
 
+    silence_known_notices()
     module = importlib.import_module(f"seqlm.commands.{command}")
 
     @hydra.main(config_path="conf", config_name=command, version_base="1.3")
@@ -84,16 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             err = user_error(e)
             if err is None or debug:
                 raise
-            print(f"seqlm: error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    resume = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
-    if (
-        resume
-        and resume[-1] not in ("", "null")
-        and not any(a.startswith("hydra.run.dir=") for a in overrides)
-    ):
-        overrides.append(f"hydra.run.dir={resume[-1]}")  # a resumed run stays in its folder
+            fail(str(err))
 
     # Hydra reads the overrides from sys.argv. Lightning's DDP launcher re-runs this module
     # with sys.argv[1:] (plus hydra.run.dir) for every other device: the command reaches the

@@ -3,7 +3,7 @@
 One step function serves training and evaluation. For the left-to-right models the recurrent
 state is carried from window to window and detached (truncated BPTT), one state per stage,
 reset when an epoch starts. Evaluation sums per-token NLL into ``Perplexity``; the ratio and
-the ``exp`` are taken once per epoch (DESIGN section 3).
+the ``exp`` are taken once per epoch (``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from seqlm.build import build
 from seqlm.data.batching import IGNORE
 from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
 from seqlm.models import ClozeLM, detach_state
@@ -26,23 +27,22 @@ from seqlm.models import ClozeLM, detach_state
 STAGES = ("train", "val", "test")
 
 
-def build_net(model: dict, vocab_size: int) -> nn.Module:
-    """The ``model`` config (``_target_`` and constructor arguments) -> an ``nn.Module``."""
-    return instantiate(model, vocab_size=vocab_size, _convert_="all")
-
-
 class LitLM(pl.LightningModule):
     """Args:
     model: the network's config: ``_target_`` (``RecurrentLM`` or ``ClozeLM``) and arguments.
     optim: ``optimizer`` and optional ``scheduler`` configs, both ``_partial_``; a
         ``ReduceLROnPlateau`` scheduler watches ``val/loss``.
-    vocab_size: from the data's vocabulary.
+    vocab: the data's vocabulary (its tokens in id order); saved in every checkpoint.
+    run_config: the run's resolved config; saved in every checkpoint.
     """
 
-    def __init__(self, model: dict, optim: dict, vocab_size: int):
+    def __init__(self, model: dict, optim: dict, vocab: list[str], run_config: dict | None):
         super().__init__()
-        self.save_hyperparameters()
-        self.net = build_net(model, vocab_size)
+        # hyper-parameters are what the network and optimizer are built from; the vocabulary
+        # and run config go beside them in the checkpoint (on_save_checkpoint), not to loggers
+        self.save_hyperparameters(ignore=["vocab", "run_config"])
+        self.vocab_tokens, self.run_config = list(vocab), run_config
+        self.net = instantiate(model, vocab_size=len(vocab), _convert_="all")
         self.pseudo = isinstance(self.net, ClozeLM)
         self.ppl = nn.ModuleDict({s: Perplexity() for s in ("val", "test")})
         self.agreement = nn.ModuleDict({s: AgreementAccuracy() for s in ("val", "test")})
@@ -52,9 +52,6 @@ class LitLM(pl.LightningModule):
         self._epoch_started = 0.0
         self.tokens_seen = 0  # training targets this process has trained on (this fit)
         self._resume: dict | None = None  # what on_load_checkpoint read, until the next batch
-        # Saved in checkpoints beside the weights (see on_save_checkpoint).
-        self.vocab_tokens: list[str] | None = None
-        self.run_config: dict | None = None
 
     # -- the shared step ---------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -84,7 +81,6 @@ class LitLM(pl.LightningModule):
         )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         target = batch["target"]  # streams have no padding; sentence batches do
         tokens = int((target != IGNORE).sum()) if self.pseudo else target.numel()
         self.tokens_seen += tokens
@@ -98,13 +94,12 @@ class LitLM(pl.LightningModule):
         nll, logits = self.token_nll(batch, stage)
         keep = batch["target"].flatten() != IGNORE
         self.ppl[stage].update(nll[keep])
-        if "wrong" in batch:
+        if "wrong" in batch:  # the built-in corpus; every rank updates, even with no probe
             probe = batch["wrong"] != IGNORE  # (B, T) main-verb positions
-            if probe.any():
-                logp = torch.log_softmax(logits[probe].float(), dim=-1)  # (P, V)
-                right = logp.gather(1, batch["target"][probe][:, None]).squeeze(1)
-                wrong = logp.gather(1, batch["wrong"][probe][:, None]).squeeze(1)
-                self.agreement[stage].update(right > wrong, batch["distance"][probe])
+            logp = torch.log_softmax(logits[probe].float(), dim=-1)  # (P, V)
+            right = logp.gather(1, batch["target"][probe][:, None]).squeeze(1)
+            wrong = logp.gather(1, batch["wrong"][probe][:, None]).squeeze(1)
+            self.agreement[stage].update(right > wrong, batch["distance"][probe])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -130,7 +125,8 @@ class LitLM(pl.LightningModule):
     def _epoch_end(self, stage: str) -> None:
         # compute() all-reduces the sums across ranks; the ratio and exp are taken once
         nll_sum, tokens = self.ppl[stage].compute()
-        by_distance = self.agreement[stage].compute()
+        agreement = self.agreement[stage]  # updated on the built-in corpus only
+        by_distance = agreement.compute() if agreement.update_called else {}
         self.ppl[stage].reset()
         self.agreement[stage].reset()
         out: dict[str, Any] = summarize(nll_sum, tokens, stage, self.pseudo)
@@ -150,15 +146,20 @@ class LitLM(pl.LightningModule):
 
     # -- optimization --------------------------------------------------------------------------
     def configure_optimizers(self):
+        """The optimizer and its scheduler. The scheduler is named ``train/lr`` so that
+        Lightning's ``LearningRateMonitor`` logs the learning rate under that key; without a
+        configured one, a constant schedule stands in (the rate then never changes)."""
         optim = self.hparams.optim
-        optimizer = instantiate(optim["optimizer"])(self.parameters())
-        if not optim.get("scheduler"):
-            return optimizer
-        scheduler = instantiate(optim["scheduler"])(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
-        }
+        optimizer = build("optim.optimizer", optim["optimizer"], self.parameters())
+        scheduler = {"name": "train/lr", "interval": "epoch"}
+        if optim.get("scheduler"):
+            # strict=False: without validation (limit_val_batches=0) a plateau rule has nothing
+            # to watch, and Lightning then skips it with a warning instead of stopping
+            scheduler["scheduler"] = build("optim.scheduler", optim["scheduler"], optimizer)
+            scheduler.update(monitor="val/loss", strict=False)
+        else:
+            scheduler["scheduler"] = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

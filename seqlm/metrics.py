@@ -13,8 +13,8 @@ from torchmetrics import Metric
 
 
 def summarize(nll_sum: float, tokens: int, split: str, pseudo: bool = False) -> dict[str, float]:
-    """DESIGN section 3: ``{split}/loss`` (nats/token), ``/ppl`` (``/pseudo_ppl`` for the cloze
-    model), ``/bits`` (bits/token), ``/tokens``. Used by every model family."""
+    """``{split}/loss`` (nats/token), ``/ppl`` (``/pseudo_ppl`` for the cloze model), ``/bits``
+    (bits/token), ``/tokens``, as ``docs/evaluation.md`` defines them; every family uses it."""
     loss = nll_sum / tokens if tokens else float("nan")
     ppl = math.exp(loss) if loss < 709 else float("inf")
     return {

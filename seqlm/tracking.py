@@ -1,26 +1,23 @@
-"""Experiment tracking: the ``logger=`` group, W&B's online/offline choice, reading W&B files.
+"""Experiment tracking: the ``logger=`` group, W&B's online/offline choice, the final logging.
 
-A run logs the same keys to every logger (DESIGN section 3). W&B runs online only when an API
-key is configured and the service answers within ``PROBE_S`` seconds; otherwise offline, into
-``RUN_DIR/wandb/offline-run-*``, to be uploaded later with ``wandb sync``. ``WANDB_MODE`` set
-by the user always wins.
+A run logs the same keys to every logger (``seqlm.schema``, ``docs/evaluation.md``). W&B runs
+online only when an API key is configured and the service answers within ``PROBE_S`` seconds;
+otherwise offline, into ``RUN_DIR/wandb/offline-run-*``, to be uploaded later with
+``wandb sync``. ``WANDB_MODE`` set by the user always wins.
 """
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import socket
-import struct
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from seqlm.build import build
 
 PROBE_S = 2.0  # seconds to wait for the W&B service before going offline
 WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
@@ -73,7 +70,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
     """Instantiate every logger in ``cfg.logger`` (a mapping name -> config), saving into the
     run directory. W&B gets its mode and, inside a multirun, the sweep's group."""
     loggers = []
-    for conf in (cfg.get("logger") or {}).values():
+    for name, conf in (cfg.get("logger") or {}).items():
         extra: dict[str, Any] = {"save_dir": str(run_dir)}
         if conf.get("_target_") == WANDB_TARGET:
             import wandb
@@ -84,7 +81,12 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
             extra["settings"] = wandb.Settings(silent=True)
             if mode != "online":  # artifacts are uploaded by `wandb sync` from the run's files
                 extra["log_model"] = False
-        loggers.append(instantiate(conf, **extra))
+        logger = build(f"logger.{name}", conf, **extra)
+        if conf.get("_target_") == WANDB_TARGET and logger._wandb_init.get("anonymous") is None:
+            # Lightning passes anonymous=None to wandb.init, and wandb warns that the setting
+            # "has no effect" whatever its value; leaving it out is the same run, quietly
+            logger._wandb_init.pop("anonymous")
+        loggers.append(logger)
     return loggers
 
 
@@ -137,70 +139,3 @@ def announce(run: Any) -> None:
         print(f"W&B offline run: {where}  (upload later with: wandb sync {where})")
     else:
         print(f"W&B run: {run.url}")
-
-
-# -- reading a W&B run back from its files, without the network ---------------------------------
-_HEADER = struct.Struct("<4sHB")  # b":W&B", magic 0xBEE1, version
-_RECORD = struct.Struct("<IHB")  # crc32, length, type (LevelDB log format)
-_BLOCK = 32 * 1024
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> Iterator[Any]:
-    """Every record of a ``run-*.wandb`` file (the LevelDB log format W&B writes), as
-    ``wandb_internal_pb2.Record`` messages."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(path).read_bytes()
-    ident, magic, _ = _HEADER.unpack_from(data, 0)
-    if ident != b":W&B" or magic != 0xBEE1:
-        raise ValueError(f"{path}: not a W&B run file")
-    pos, parts = _HEADER.size, []
-    while pos + _RECORD.size <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _RECORD.size:  # the rest of a block too short for a header is padding
-            pos += left
-            continue
-        crc, length, kind = _RECORD.unpack_from(data, pos)
-        if kind == 0 and length == 0:
-            pos += left
-            continue
-        body = data[pos + _RECORD.size : pos + _RECORD.size + length]
-        pos += _RECORD.size + length
-        if zlib.crc32(bytes([kind]) + body) & 0xFFFFFFFF != crc:
-            raise ValueError(f"{path}: corrupt record at byte {pos}")
-        parts.append(body)
-        if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(parts))
-            parts = []
-            yield record
-
-
-def read_wandb_run(run_dir: Path) -> dict[str, Any]:
-    """``{"config", "summary", "history", "group", "mode"}`` of the one W&B run under
-    ``run_dir/wandb``, from its files alone."""
-    files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
-    if len(files) != 1:
-        raise ValueError(f"{run_dir}: expected one W&B run, found {len(files)}")
-    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None}
-
-    def items(updates) -> dict[str, Any]:
-        return {
-            u.key or "/".join(u.nested_key): json.loads(u.value_json)
-            for u in updates
-            if u.value_json
-        }
-
-    for record in wandb_records(files[0]):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out["group"] = record.run.run_group or None
-            out["config"].update(items(record.run.config.update))
-        elif kind == "config":
-            out["config"].update(items(record.config.update))
-        elif kind == "history":
-            out["history"].append(items(record.history.item))
-        elif kind == "summary":
-            out["summary"].update(items(record.summary.update))
-    return out

@@ -73,6 +73,21 @@ def make_config(name: str = "train", overrides: list[str] | None = None) -> Dict
 
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
+sys.path.insert(0, str(HELPERS))  # tests import helpers (the W&B file reader) by name
+
+
+def preset(group: str, name: str, /, **overrides):
+    """What the shipped preset ``group=name`` builds, with ``overrides`` on top (a network
+    needs ``vocab_size``): tests make models and data modules this way, so that the YAML stays
+    the one source of defaults."""
+    from omegaconf import OmegaConf
+
+    from seqlm.build import build
+
+    node = make_config("train", [f"{group}={name}"])[group]
+    OmegaConf.set_struct(node, False)
+    node.merge_with(overrides)
+    return build(group, node, _convert_="all")
 
 
 def seqlm(

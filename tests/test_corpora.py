@@ -10,16 +10,15 @@ from functools import partial
 
 import numpy as np
 import pytest
-from conftest import shared
+from conftest import preset, shared
 
-from seqlm.data import LMData
 from seqlm.data.corpora import FileCorpus, TextCorpus, read_text
 from seqlm.data.download import download, sha256_text_bytes
 from seqlm.errors import SeqlmError
 
 
 def test_ptb_counts_match_its_readme():
-    d = LMData("ptb", root=str(shared("ptb")))
+    d = preset("data", "ptb", root=str(shared("ptb")))
     d.prepare()
     assert {s: len(v) for s, v in d.ids.items()} == {"train": 929589, "valid": 73760, "test": 82430}
     assert len(d.vocab) == 10000
@@ -29,7 +28,7 @@ def test_ptb_counts_match_its_readme():
 
 
 def test_wikitext2_counts_match_its_readme():
-    d = LMData("wikitext2", root=str(shared("wikitext-2")))
+    d = preset("data", "wikitext2", root=str(shared("wikitext-2")))
     d.prepare()
     assert {s: len(v) for s, v in d.ids.items()} == {
         "train": 2088628,
@@ -41,7 +40,7 @@ def test_wikitext2_counts_match_its_readme():
 
 def test_chinese_novel_by_characters(tmp_path):
     path = shared("hongloumeng") / "hongloumeng.txt.gz"
-    d = LMData("text", path=str(path), tokenizer="char", use_cache=False)
+    d = preset("data", "text", path=str(path), tokenizer="char", use_cache=False)
     d.prepare()
     assert 3000 < len(d.vocab) < 4600  # distinct characters seen in train
     assert "贾" in d.vocab.stoi and "宝" in d.vocab.stoi
@@ -53,16 +52,16 @@ def test_chinese_novel_by_characters(tmp_path):
 def test_second_run_reads_the_id_cache(tmp_path, monkeypatch):
     f = tmp_path / "t.txt"
     f.write_text("a b c\n" * 50 + "d e\n" * 50)
-    first = LMData("text", path=str(f))
+    first = preset("data", "text", path=str(f))
     first.prepare()
     calls = []
     monkeypatch.setattr(TextCorpus, "lines", lambda self, s: calls.append(s) or [])
-    again = LMData("text", path=str(f))
+    again = preset("data", "text", path=str(f))
     again.prepare()
     assert calls == [] and again.vocab == first.vocab
     np.testing.assert_array_equal(again.ids["test"], first.ids["test"])
     f.write_text("a b c\n" * 51 + "d e\n" * 50)  # new content, new key: tokenized again
-    changed = LMData("text", path=str(f))
+    changed = preset("data", "text", path=str(f))
     changed.prepare()
     assert calls
 
@@ -96,23 +95,23 @@ def test_bad_files_get_one_line_errors(tmp_path, content, message):
     if content is not None:
         f.write_bytes(content)
     with pytest.raises(SeqlmError, match=message) as e:
-        LMData("text", train=str(f), valid=str(f), test=str(f), use_cache=False).prepare()
+        preset("data", "text", train=str(f), valid=str(f), test=str(f), use_cache=False).prepare()
     assert str(f) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(SeqlmError, match="data.name='ptbb' is not one of"):
-        LMData("ptbb")
+        preset("data", "ptb", name="ptbb")
     with pytest.raises(SeqlmError, match="data.bptt=0 must be a positive integer"):
-        LMData(bptt=0)
+        preset("data", "agreement", bptt=0)
     with pytest.raises(SeqlmError, match="data=text needs data.path"):
-        LMData("text")
+        preset("data", "text")
     with pytest.raises(SeqlmError, match="data.root='/nonexistent' is not a folder"):
-        LMData("ptb", root="/nonexistent").prepare()
+        preset("data", "ptb", root="/nonexistent").prepare()
     with pytest.raises(SeqlmError, match="has neither ptb.train.txt nor ptb.train.txt.gz"):
-        LMData("ptb", root=str(tmp_path)).prepare()
+        preset("data", "ptb", root=str(tmp_path)).prepare()
     with pytest.raises(SeqlmError, match="data=ptb: unknown option"):
-        LMData("ptb", colour="blue")
+        preset("data", "ptb", colour="blue")
 
 
 # -- downloads, against a server on 127.0.0.1 ------------------------------------------------

@@ -35,6 +35,13 @@ def test_vocab_round_trip_and_digest(tmp_path):
         Vocab.load(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("content", ["[0, 1, 2]", '{"a": 1}', '["<eos>", "<unk>"]', "[1"])
+def test_a_vocabulary_file_must_hold_distinct_strings_specials_first(tmp_path, content):
+    (tmp_path / "vocab.json").write_text(content)
+    with pytest.raises(SeqlmError, match="vocab.json: not a seqlm vocabulary"):
+        Vocab.load(tmp_path / "vocab.json")
+
+
 def test_tokenizers():
     assert get_tokenizer("whitespace")(" the  cat \t sat ") == ["the", "cat", "sat"]
     assert get_tokenizer("nltk")("I can't go.") == ["I", "ca", "n't", "go", "."]

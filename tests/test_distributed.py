@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HELPERS, seqlm, shared
+from conftest import HELPERS, preset, seqlm, shared
 
-from seqlm.data import LMData
 from seqlm.data.batching import TrainStream
 
 
@@ -77,12 +76,13 @@ def ddp_run(tmp_path_factory):
     return work, work / "run", r, trace_lines(trace), root
 
 
+@pytest.mark.slow
 def test_ddp_ranks_train_disjoint_tokens_covering_the_stream(ddp_run):
     _, run, _, traces, root = ddp_run
     assert sorted(traces) == [0, 1]
     windows = {rank: [row["window"] for row in rows] for rank, rows in traces.items()}
     assert windows[0] == windows[1] == list(range(40))  # the same windows, in step
-    data = LMData("ptb", root=str(root))
+    data = preset("data", "ptb", root=str(root))
     data.prepare()
     ids, eos = data.ids["train"], data.vocab.eos_id
     # the layout computed here, independently of the run: W*B = 16 contiguous streams of L
@@ -110,6 +110,7 @@ def test_ddp_ranks_train_disjoint_tokens_covering_the_stream(ddp_run):
         assert np.array_equal(s.target_index.numpy(), index[8 * rank : 8 * rank + 8])
 
 
+@pytest.mark.slow
 def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
     work, run, _, _, root = ddp_run
     m = json.loads((run / "metrics.json").read_text())
@@ -123,6 +124,7 @@ def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
     assert single["test/ppl"] == pytest.approx(m["test/ppl"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ddp_loss_falls_and_one_process_writes(ddp_run):
     _, run, r, _, _ = ddp_run
     with (run / "logs" / "metrics.csv").open() as f:
@@ -149,6 +151,7 @@ RESUME = [
 ]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     """Killed in the second epoch (the stream must name its epoch, not only its window)."""
     run = tmp_path / "run"
@@ -218,6 +221,7 @@ def test_resume_refuses_a_run_dir_without_checkpoints(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("seqlm: error: resume=")
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model_and_a_missing_checkpoint_file(tmp_path):
     run = tmp_path / "run"
     r = seqlm("train", *RESUME, "trainer.max_steps=3", f"hydra.run.dir={run}", cwd=tmp_path)

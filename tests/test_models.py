@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import preset
 
 from seqlm.errors import SeqlmError
-from seqlm.models import ClozeLM, RecurrentLM
+from seqlm.models import RecurrentLM
 
 V, E, H, B, T = 13, 5, 7, 3, 6
 
@@ -48,7 +49,7 @@ def hand_forward(model: RecurrentLM, tokens: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layers", [1, 2])
 def test_recurrence_equals_hand_written_equations(cell, layers):
     torch.manual_seed(0)
-    model = RecurrentLM(V, cell=cell, emb_size=E, hidden_size=H, num_layers=layers).eval()
+    model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=layers).eval()
     tokens = torch.randint(V, (B, T))
     logits, _ = model(tokens)
     torch.testing.assert_close(logits, hand_forward(model, tokens), atol=1e-5, rtol=1e-5)
@@ -57,7 +58,7 @@ def test_recurrence_equals_hand_written_equations(cell, layers):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_left_to_right_model_is_causal(cell):
     torch.manual_seed(1)
-    model = RecurrentLM(V, cell=cell, emb_size=E, hidden_size=H, num_layers=2).eval()
+    model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=2).eval()
     tokens = torch.randint(V, (B, T))
     changed = tokens.clone()
     changed[:, 3] = (changed[:, 3] + 1) % V
@@ -70,7 +71,7 @@ def test_left_to_right_model_is_causal(cell):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_carried_state_equals_one_long_pass(cell):
     torch.manual_seed(2)
-    model = RecurrentLM(V, cell=cell, emb_size=E, hidden_size=H, num_layers=2).eval()
+    model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=2).eval()
     tokens = torch.randint(V, (B, 4 * T))
     whole, _ = model(tokens)
     state, parts = None, []
@@ -93,7 +94,9 @@ def _cloze_batch(lengths):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_cloze_model_never_sees_the_token_it_predicts(cell):
     torch.manual_seed(3)
-    model = ClozeLM(V, cell=cell, emb_size=E, hidden_size=H, num_layers=2).eval()
+    model = preset(
+        "model", "birnn", vocab_size=V, cell=cell, emb_size=E, hidden_size=H, num_layers=2
+    ).eval()
     tokens, lengths = _cloze_batch([9, 7, 5])
     base = model(tokens, lengths)
     for t in range(1, 4):  # target row t-1 predicts tokens[:, t]
@@ -110,7 +113,7 @@ def test_cloze_model_never_sees_the_token_it_predicts(cell):
 def test_cloze_model_equals_the_two_directions_computed_separately():
     """o_t = V s_{t-1} + V' s'_{t+1}, with s' run over each row's own reversed words."""
     torch.manual_seed(4)
-    model = ClozeLM(V, cell="gru", emb_size=E, hidden_size=H).eval()
+    model = preset("model", "birnn", vocab_size=V, cell="gru", emb_size=E, hidden_size=H).eval()
     tokens, lengths = _cloze_batch([8, 5])
     out = model(tokens, lengths)
     for row, n in enumerate(lengths.tolist()):
@@ -138,36 +141,9 @@ def test_cloze_model_equals_the_two_directions_computed_separately():
 )
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(SeqlmError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        RecurrentLM(V, **{"hidden_size": H, **kwargs})
+        preset("model", "lstm", vocab_size=V, **{"hidden_size": H, **kwargs})
 
 
 def test_weight_tying_shares_the_matrix():
-    model = RecurrentLM(V, emb_size=H, hidden_size=H, tie_weights=True)
+    model = preset("model", "lstm", vocab_size=V, emb_size=H, hidden_size=H, tie_weights=True)
     assert model.decoder.weight.data_ptr() == model.embedding.weight.data_ptr()
-
-
-def test_model_presets_name_real_constructor_arguments():
-    """Every key of every model preset is an argument of what it builds (a typo in a YAML
-    would otherwise fail only when that preset is used)."""
-    import inspect
-    from pathlib import Path
-
-    import yaml
-    from hydra.utils import get_object
-
-    from ngram.model import _check_params
-
-    for path in (Path(__file__).parents[1] / "seqlm" / "conf" / "model").glob("*.yaml"):
-        cfg = yaml.safe_load(path.read_text())
-        cfg.pop("_partial_", None)
-        target = get_object(cfg.pop("_target_"))
-        params = inspect.signature(target).parameters
-        named = set(params) - {"vocab_size", "ids", "itos", "params"}
-        extra = set(cfg) - named
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # ngram's method options
-            _check_params(
-                cfg.get("smoothing", "modified_kn"), {k: None for k in extra}
-            )  # None: unset, so every method accepts
-            assert extra <= {"k", "discount", "discount_fallback", "backoff"}, path.name
-        else:
-            assert not extra, (path.name, extra)

@@ -272,12 +272,39 @@ def test_our_arpa_loads_in_kenlm_if_installed(tmp_path):
             "\\data\\\nngram 1=1\nngram 2=1\n\n\\1-grams:\n-1\ta\n\n\\2-grams:\n-1\ta b\n\\end\\\n",
             "2-gram word 'b' is not among the unigrams",
         ),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\nnan\ta\n\\end\\\n", "m.arpa:5: log10 p and backoff"),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\tinf\n\\end\\\n", "m.arpa:5: .*finite"),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\n-inf\ta\n\\end\\\n", "m.arpa:5: .*-99 for"),
     ],
 )
 def test_bad_arpa_files_are_named_with_their_line(tmp_path, content, message):
     (tmp_path / "m.arpa").write_text(content)
     with pytest.raises(NgramError, match=message):
         read_arpa(tmp_path / "m.arpa")
+
+
+def test_kenlms_minus_99_is_log_zero_and_legal(tmp_path):
+    (tmp_path / "m.arpa").write_text(
+        "\\data\\\nngram 1=3\n\n\\1-grams:\n-99\t<s>\n-0.5\ta\n-0.2\t</s>\n\\end\\\n"
+    )
+    m = read_arpa(tmp_path / "m.arpa")
+    assert m.logprob("a") == pytest.approx(-0.5 * LN10)
+
+
+def test_npz_models_with_impossible_values_are_refused(tmp_path):
+    m = NgramLM.fit([["a", "b"], ["b", "a", "a"]], order=2, smoothing="witten_bell")
+    for table, what in (("logp", "NaN or \\+inf"), ("keys", "not a sorted int64 table")):
+        bad = NgramLM.fit([["a", "b"], ["b", "a", "a"]], order=2, smoothing="witten_bell")
+        arr = getattr(bad, table)[1]
+        if table == "logp":
+            arr[0] = np.nan
+        else:
+            arr[[0, 1]] = arr[[1, 0]]
+        bad.save(tmp_path / f"{table}.npz")
+        with pytest.raises(NgramError, match=f"{table}.npz: .*{what}"):
+            NgramLM.load(tmp_path / f"{table}.npz")
+    m.save(tmp_path / "good.npz")
+    assert NgramLM.load(tmp_path / "good.npz").logprob("b", ["a"]) == m.logprob("b", ["a"])
 
 
 @pytest.mark.parametrize(

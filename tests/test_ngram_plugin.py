@@ -14,7 +14,7 @@ from seqlm.commands import fill, generate, score
 from seqlm.commands.train import train
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
-from seqlm.scoring import load_run
+from seqlm.scorers import load_scorer
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def ptb_runs(tmp_path_factory):
         out[name] = (
             run,
             train(
-                make_config("train", [f"model={name}", "data=ptb", f"data.root={root}"]),
+                make_config(
+                    "train", [f"model={name}", "data=ptb", f"data.root={root}", "logger=none"]
+                ),
                 run_dir=run,
             ),
         )
@@ -69,7 +71,7 @@ def test_commands_work_on_an_ngram_run(ptb_runs, tmp_path):
     f.write_text("the company said it will sell the unit\nunit the sell will it said company the\n")
     rows = score.run(make_config("score", [f"ckpt={run}", f"input={f}"]))
     assert rows[0]["line"] == 1 and rows[0]["logprob"] > rows[1]["logprob"]
-    loaded = load_run(run)
+    loaded = load_scorer(run)
     ids = loaded.vocab.encode(["the", "company", "said"])
     lp = loaded.sentence_logprobs([ids])[0]
     by_hand = (
@@ -85,11 +87,21 @@ def test_commands_work_on_an_ngram_run(ptb_runs, tmp_path):
     )
     assert all(t.startswith("the company") for t in texts)
     best = fill.run(make_config("fill", [f"ckpt={run}", "text=the company ___ it will"]))
-    assert best[0][0] == "said" and sum(p for _, p in best) <= 1.0 + 1e-9
+    # p(w | left, right) by brute force: the chain rule over the whole sentence for every
+    # word, normalised by hand over the vocabulary without <unk> and <eos>
+    left, right = loaded.vocab.encode(["the", "company"]), loaded.vocab.encode(["it", "will"])
+    whole = loaded.sentence_logprobs([[*left, w, *right] for w in range(len(loaded.vocab))])
+    whole[:2] = -np.inf
+    p = np.exp(whole - whole.max())
+    p /= math.fsum(p)
+    top = np.argsort(-p)[:10]
+    assert [w for w, _ in best] == [loaded.vocab.itos[i] for i in top]
+    assert [q for _, q in best] == pytest.approx(p[top].tolist(), abs=1e-12)
+    assert best[0][0] == "said"
 
 
 def test_three_gram_cannot_see_agreement_far_away(tmp_path):
-    m = train(make_config("train", ["model=kn3"]), run_dir=tmp_path)  # the default corpus
+    m = train(make_config("train", ["model=kn3", "logger=none"]), run_dir=tmp_path)
     by_d = m["test/agreement_by_distance"]
     near = by_d[1][0] / by_d[1][1]
     far = sum(c for d, (c, t) in by_d.items() if d >= 5) / sum(
@@ -107,6 +119,20 @@ def test_ngram_run_logs_the_same_keys_to_the_logger(tmp_path):
     rows = list(csv.DictReader((tmp_path / "logs" / "metrics.csv").open()))
     assert float(rows[-1]["test/ppl"]) == pytest.approx(m["test/ppl"])
     assert float(rows[-1]["val/loss"]) == pytest.approx(m["val/loss"])
+
+
+def test_an_infinite_perplexity_is_null_in_metrics_json_and_none_in_python(tmp_path):
+    """An unsmoothed model gives unseen test events probability 0: its perplexity is infinite,
+    which JSON cannot hold (docs/evaluation.md)."""
+    cfg = make_config(
+        "train", ["model=ngram", "model.smoothing=mle", "logger=none", *SMALL_AGREEMENT]
+    )
+    m = train(cfg, run_dir=tmp_path)
+    text = (tmp_path / "metrics.json").read_text()
+    on_disk = json.loads(text)
+    assert m["test/ppl"] is None and on_disk["test/ppl"] is None
+    assert "Infinity" not in text and "NaN" not in text
+    assert on_disk["test/tokens"] == m["test/tokens"] > 0
 
 
 def test_bad_ngram_options_are_one_line(tmp_path):

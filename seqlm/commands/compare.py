@@ -20,20 +20,22 @@ from typing import Any
 from omegaconf import DictConfig
 
 from seqlm.errors import SeqlmError
+from seqlm.schema import is_ngram, model_label, table_row
 
-COLUMNS = [
+COLUMNS = [  # (key of schema.table_row, title)
     ("run", "run"),
     ("model", "model"),
     ("cell", "cell / smoothing"),
     ("layers", "layers"),
     ("hidden", "hidden"),
-    ("params", "params"),
+    ("size", "params / n-grams"),
     ("val_ppl", "val ppl"),
     ("test_ppl", "test ppl"),
     ("test_pseudo_ppl", "test pseudo-ppl"),
     ("test_bits", "test bits"),
     ("train_s", "train s"),
-    ("tokens_per_s", "tokens/s"),
+    ("train_tokens_per_s", "train tokens/s"),
+    ("count_tokens_per_s", "count tokens/s"),
 ]
 
 
@@ -45,29 +47,14 @@ class Run:
 
     @property
     def is_ngram(self) -> bool:
-        return self.metrics.get("model/name") == "NgramLM"
+        return is_ngram(self.metrics)
+
+    @property
+    def label(self) -> str:
+        return f"{model_label(self.metrics)} ({self.path.name})"
 
     def row(self) -> dict[str, Any]:
-        m = self.metrics
-        if self.is_ngram:
-            model, layers, hidden = f"{m.get('model/order')}-gram", "", ""
-        else:
-            model = "birnn" if m.get("model/name") == "ClozeLM" else m.get("model/cell", "")
-            layers, hidden = m.get("model/layers", ""), m.get("model/hidden_size", "")
-        return {
-            "run": self.path.name,
-            "model": model,
-            "cell": m.get("model/cell", ""),
-            "layers": layers,
-            "hidden": hidden,
-            "params": m.get("model/params", ""),
-            "val_ppl": m.get("val/ppl", ""),
-            "test_ppl": m.get("test/ppl", ""),
-            "test_pseudo_ppl": m.get("test/pseudo_ppl", ""),
-            "test_bits": m.get("test/bits", ""),
-            "train_s": m.get("time/train_s", ""),
-            "tokens_per_s": m.get("train/tokens_per_s", ""),
-        }
+        return {"run": self.path.name, **table_row(self.metrics)}
 
 
 def read_run(path: Path) -> Run:
@@ -134,7 +121,7 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
         pts = [h for h in run.history if "val/ppl" in h]
         if not pts:
             continue
-        label = f"{run.row()['model']} ({run.path.name})"
+        label = run.label
         by_epoch.plot([h["epoch"] + 1 for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
         by_time.plot([h["time_s"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
     for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall time (s)")):
@@ -151,9 +138,10 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
 def plot_test_ppl(runs: list[Run], path: Path) -> None:
     plt = _pyplot()
 
-    scored = [r for r in runs if "test/ppl" in r.metrics]  # pseudo-ppl is not on this scale
+    # pseudo-ppl is not on this scale; an infinite ppl (MLE) is null and has no bar
+    scored = [r for r in runs if r.metrics.get("test/ppl") is not None]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(scored) + 2), 4))
-    names = [f"{r.row()['model']}\n{r.path.name}" for r in scored]
+    names = [f"{model_label(r.metrics)}\n{r.path.name}" for r in scored]
     values = [r.metrics["test/ppl"] for r in scored]
     ax.bar(names, values, color=["#b07aa1" if r.is_ngram else "#4e79a7" for r in scored])
     for i, v in enumerate(values):

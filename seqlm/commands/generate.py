@@ -7,11 +7,11 @@ from omegaconf import DictConfig
 
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
-from seqlm.scoring import encode_known, load_run
+from seqlm.scorers import Scorer, load_scorer
 
 
 def sample(
-    loaded,
+    scorer: Scorer,
     prompt_ids: list[int],
     num_tokens: int,
     temperature: float = 1.0,
@@ -20,7 +20,7 @@ def sample(
     stop_at_eos: bool = True,
 ) -> list[int]:
     """Ancestral sampling with temperature and top-k from ``<eos>`` + the prompt; works for
-    any run that gives ``next_logprobs`` (networks and n-grams alike)."""
+    any left-to-right scorer (networks and n-grams alike)."""
     if temperature <= 0:
         raise SeqlmError(f"temperature={temperature} must be > 0")
     if top_k < 0:
@@ -28,7 +28,7 @@ def sample(
     context = list(prompt_ids)
     out: list[int] = []
     for _ in range(num_tokens):
-        scores = torch.from_numpy(loaded.next_logprobs(context)) / temperature
+        scores = torch.from_numpy(scorer.next_logprobs(context)) / temperature
         if top_k:
             kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -44,19 +44,19 @@ def sample(
 
 
 def run(cfg: DictConfig) -> list[str]:
-    loaded = load_run(cfg.ckpt)
-    if loaded.pseudo:
+    scorer = load_scorer(cfg.ckpt)
+    if scorer.pseudo:
         raise SeqlmError(
             f"ckpt={str(cfg.ckpt)!r} is a bidirectional cloze model: it cannot "
             "generate left to right; use `fill` with it"
         )
-    words = loaded.tokenize(str(cfg.prompt))
-    prompt = encode_known(loaded, words, "prompt") if words else []
+    words = scorer.tokenize(str(cfg.prompt))
+    prompt = scorer.encode_known(words, "prompt") if words else []
     gen = torch.Generator().manual_seed(int(cfg.seed))
     texts = []
     for _ in range(int(cfg.num_samples)):
         ids = sample(
-            loaded,
+            scorer,
             prompt,
             int(cfg.num_tokens),
             float(cfg.temperature),
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> list[str]:
             gen,
             bool(cfg.stop_at_eos),
         )
-        text = " ".join(loaded.vocab.decode(i for i in ids if i != Vocab.eos_id))
+        text = " ".join(scorer.vocab.decode(i for i in ids if i != Vocab.eos_id))
         texts.append(" ".join([*words, text]).strip())
         print(texts[-1])
     return texts

@@ -9,26 +9,26 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from seqlm.data.corpora import read_text, split_lines
-from seqlm.scoring import load_run
+from seqlm.scorers import load_scorer
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    loaded = load_run(cfg.ckpt)
+    scorer = load_scorer(cfg.ckpt)
     raw = split_lines(read_text(Path(cfg.input).expanduser()))
-    lines = [loaded.tokenize(ln) for ln in raw]
-    lps = loaded.sentence_logprobs([loaded.vocab.encode(w) for w in lines])
+    lines = [scorer.tokenize(ln) for ln in raw]
+    lps = scorer.sentence_logprobs([scorer.vocab.encode(w) for w in lines])
     rows = [
         {
             "line": i + 1,
             "logprob": lp,
             "ppl": math.exp(-lp / (len(w) + 1)),
-            "oov": sum(t not in loaded.vocab.stoi for t in w),
+            "oov": sum(t not in scorer.vocab.stoi for t in w),
             "text": text,
         }
         for i, (lp, w, text) in enumerate(zip(lps, lines, raw))
     ]
     rows.sort(key=lambda r: -r["logprob"])
-    kind = "pseudo_logprob" if loaded.pseudo else "logprob"
+    kind = "pseudo_logprob" if scorer.pseudo else "logprob"
     out = [f"rank\tline\t{kind}\tppl\toov\ttext"]
     out += [
         f"{r}\t{x['line']}\t{x['logprob']:.4f}\t{x['ppl']:.2f}\t{x['oov']}\t{x['text']}"

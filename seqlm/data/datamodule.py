@@ -9,11 +9,13 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from seqlm.data.batching import EvalStream, SentenceBatches, StreamLoader, TrainStream
+from seqlm.data.batching import IGNORE, EvalStream, SentenceBatches, StreamLoader, TrainStream
 from seqlm.data.corpora import SPLITS, AgreementCorpus, make_corpus
 from seqlm.data.download import cache_dir
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
+
+LAYOUTS = ("stream", "sentences")
 
 
 class LMData(pl.LightningDataModule):
@@ -31,20 +33,26 @@ class LMData(pl.LightningDataModule):
         seed: seeds window lengths and sentence shuffling.
         use_cache: keep token ids as ``.npz`` keyed by a content hash, so a second run does not
             tokenize again.
+        layout: ``stream`` (contiguous windows, left-to-right models) or ``sentences`` (padded
+            lines, the cloze model): the ``layout`` of the network the data feeds.
         **corpus: options of the corpus (``root``, ``tokenizer``, ``path``, ``max_chunks``, ...).
+
+    The shipped defaults are in ``conf/data/_base.yaml`` and the presets beside it.
     """
 
     def __init__(
         self,
-        name: str = "agreement",
-        batch_size: int = 20,
-        eval_batch_size: int = 10,
-        bptt: int = 35,
-        variable_bptt: bool = False,
-        min_freq: int = 1,
-        max_size: int | None = None,
-        seed: int = 0,
-        use_cache: bool = True,
+        *,
+        name: str,
+        batch_size: int,
+        eval_batch_size: int,
+        bptt: int,
+        variable_bptt: bool,
+        min_freq: int,
+        max_size: int | None,
+        seed: int,
+        use_cache: bool,
+        layout: str = "stream",
         **corpus,
     ):
         super().__init__()
@@ -63,7 +71,9 @@ class LMData(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.bptt = batch_size, eval_batch_size, bptt
         self.variable_bptt, self.seed = variable_bptt, seed
         self.min_freq, self.max_size, self.use_cache = min_freq, max_size, use_cache
-        self.layout = "stream"  # the cloze model sets "sentences"
+        if layout not in LAYOUTS:
+            raise SeqlmError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}")
+        self.layout = layout
         self.vocab: Vocab | None = None
         self.ids: dict[str, np.ndarray] = {}
         self.rank, self.world_size = 0, 1
@@ -115,8 +125,8 @@ class LMData(pl.LightningDataModule):
             return {}
         p = self.corpus.probes(split, self.vocab.stoi)
         n = len(self.ids[split])
-        wrong = np.full(n, -100, dtype=np.int64)
-        dist = np.full(n, -100, dtype=np.int64)
+        wrong = np.full(n, IGNORE, dtype=np.int64)
+        dist = np.full(n, IGNORE, dtype=np.int64)
         wrong[p["index"]] = p["wrong"]
         dist[p["index"]] = p["distance"]
         return {"wrong": wrong, "distance": dist}

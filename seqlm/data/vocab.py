@@ -76,8 +76,12 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
+        """A saved vocabulary: a JSON list of distinct strings, ``<unk>`` and ``<eos>`` first."""
         try:
-            return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+            tokens = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ValueError("not a JSON list of strings")
+            return cls(tokens)
         except (OSError, ValueError) as e:
             raise SeqlmError(f"{path}: not a seqlm vocabulary ({e})") from None
 

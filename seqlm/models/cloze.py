@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from seqlm.data.batching import IGNORE
-from seqlm.models.recurrent import check_options, make_rnn
+from seqlm.models.recurrent import check_options, make_rnn, run_rnn
 
 
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,8 @@ def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class ClozeLM(nn.Module):
-    """Forward and backward recurrent stacks over a shared word embedding.
+    """Forward and backward recurrent stacks over a shared word embedding. The shipped
+    defaults of every argument but ``vocab_size`` are in ``conf/model/birnn.yaml``.
 
     Args:
         vocab_size: number of tokens (set from the data, not from config).
@@ -53,14 +54,15 @@ class ClozeLM(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        cell: str = "lstm",
-        emb_size: int = 200,
-        hidden_size: int = 200,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        emb_dropout: float = 0.0,
-        layer_dropout: float = 0.0,
-        out_dropout: float = 0.0,
+        *,
+        cell: str,
+        emb_size: int,
+        hidden_size: int,
+        num_layers: int,
+        nonlinearity: str,
+        emb_dropout: float,
+        layer_dropout: float,
+        out_dropout: float,
     ):
         super().__init__()
         check_options(
@@ -90,8 +92,8 @@ class ClozeLM(nn.Module):
         lengths (B,): valid positions per row, both boundaries included.
         Returns logits (B, T, V): row t predicts ``tokens[:, t+1]``."""
         x = self.emb_drop(self.embedding(tokens))  # (B, T+2, E)
-        s, _ = self.fwd(x)  # s[:, t] has read tokens[:, :t+1]
-        sb, _ = self.bwd(reverse_within(x, lengths))
+        s, _ = run_rnn(self.fwd, x, None)  # s[:, t] has read tokens[:, :t+1]
+        sb, _ = run_rnn(self.bwd, reverse_within(x, lengths), None)
         sb = reverse_within(sb, lengths)  # sb[:, t] has read tokens[:, t:length]
         left = self.out_drop(s[:, :-2])  # s_{t-1} for targets t = 1..T
         right = self.out_drop(sb[:, 2:])  # s'_{t+1}

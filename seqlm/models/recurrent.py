@@ -10,6 +10,9 @@ equations written out by hand).
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import nn
 
@@ -28,6 +31,45 @@ def detach_state(state: State) -> State:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
+
+
+@functools.cache
+def cpu_bf16_lstm() -> bool:
+    """Whether this CPU runs ``nn.LSTM`` under bfloat16 autocast. oneDNN's bf16 LSTM needs
+    AVX-512 BF16 or AMX; on an AVX2-only CPU it raises "could not create a primitive
+    descriptor for the LSTM forward propagation primitive"."""
+    lstm = nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 2, 4))[0].float().sum().backward()
+        return True
+    except RuntimeError:
+        return False
+
+
+BF16_FALLBACK = (
+    "trainer.precision=bf16-mixed: this CPU has no bfloat16 LSTM kernel (oneDNN needs "
+    "AVX-512 BF16 or AMX), so the LSTM layers run in float32; the embedding and decoder "
+    "still run in bfloat16"
+)
+
+
+def run_rnn(rnn: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    """``rnn(x, state)``; an LSTM under CPU bfloat16 autocast that this CPU cannot run in
+    bfloat16 runs in float32 instead (said once, as a warning)."""
+    if (
+        isinstance(rnn, nn.LSTM)
+        and x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not cpu_bf16_lstm()
+    ):
+        warnings.warn(BF16_FALLBACK, stacklevel=2)
+        with torch.autocast("cpu", enabled=False):
+            if state is not None:
+                state = tuple(s.float() for s in state)
+            return rnn(x.float(), state)
+    return rnn(x, state)
 
 
 def check_options(cell: str, nonlinearity: str, num_layers: int, dropouts: dict[str, float]):
@@ -60,7 +102,8 @@ def make_rnn(
 
 
 class RecurrentLM(nn.Module):
-    """Embedding -> ``num_layers`` recurrent layers -> linear decoder.
+    """Embedding -> ``num_layers`` recurrent layers -> linear decoder. The shipped defaults of
+    every argument but ``vocab_size`` are in ``conf/model/rnn.yaml`` (one source).
 
     Args:
         vocab_size: number of tokens (set from the data, not from config).
@@ -81,15 +124,16 @@ class RecurrentLM(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        cell: str = "lstm",
-        emb_size: int = 200,
-        hidden_size: int = 200,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        emb_dropout: float = 0.0,
-        layer_dropout: float = 0.0,
-        out_dropout: float = 0.0,
-        tie_weights: bool = False,
+        *,
+        cell: str,
+        emb_size: int,
+        hidden_size: int,
+        num_layers: int,
+        nonlinearity: str,
+        emb_dropout: float,
+        layer_dropout: float,
+        out_dropout: float,
+        tie_weights: bool,
     ):
         super().__init__()
         check_options(
@@ -124,5 +168,5 @@ class RecurrentLM(nn.Module):
         """tokens (B, T) -> logits (B, T, V) and the state after the last step.
         ``state`` is None (zeros) or what the previous call returned."""
         x = self.emb_drop(self.embedding(tokens))  # (B, T, E)
-        s, state = self.rnn(x, state)  # (B, T, H); state (L, B, H), a pair for the LSTM
+        s, state = run_rnn(self.rnn, x, state)  # (B, T, H); state (L, B, H), a pair for LSTM
         return self.decoder(self.out_drop(s)), state

@@ -1,0 +1,36 @@
+"""The notices a user cannot act on, silenced one by one where they are emitted, each with
+the reason it does not apply. Nothing else is muted: every other warning still shows."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+class _DropTip(logging.Filter):
+    """Lightning advertises its cloud logger on every Trainer that has no LitLogger; seqlm's
+    loggers are chosen with ``logger=``, so the tip says nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip: For seamless cloud logging")
+
+
+def silence_known_notices() -> None:
+    # Lightning's own pytree helper builds a torch LeafSpec, which torch 2.9+ marks
+    # deprecated; it is Lightning's call to change, not the user's.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"pytorch_lightning\.utilities\._pytree",
+    )
+    # seqlm's stream datasets are iterated by the main process only (no workers), so their
+    # __len__ is exact: the caveat about multi-process loading does not apply.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Your `IterableDataset` has `__len__` defined",
+        module=r"pytorch_lightning\.utilities\.data",
+    )
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropTip) for f in logger.filters):
+        logger.addFilter(_DropTip())

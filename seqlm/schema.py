@@ -1,0 +1,116 @@
+"""The keys of ``metrics.json`` and of the loggers, built in this one place and read back only
+through it (``compare``, the summary table). What the split figures mean is in
+``docs/evaluation.md``; ``seqlm.metrics.summarize`` makes them.
+
+Every run has ``model/family`` (``network`` or ``ngram``) and ``model/name``; then
+
+- a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
+  (trainable numbers), ``train/steps``, ``train/epochs``, ``train/world_size``,
+  ``train/tokens_per_s`` (training targets per second of training, validation included);
+- an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
+  orders), ``model/discounts``, ``count/tokens_per_s`` (training tokens counted and smoothed
+  per second);
+- both: ``{val,test}/loss, ppl|pseudo_ppl, bits, tokens``, the ``data/*`` facts,
+  ``time/train_s``, ``time/total_s``, ``checkpoint``, and on the built-in corpus
+  ``{split}/ppl_floor`` and the agreement figures.
+
+JSON has no NaN or infinity: a non-finite figure (an MLE model's infinite perplexity, the
+agreement of a split with no probes) is written, and returned, as ``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+STAGE_OF = {"valid": "val", "test": "test"}  # a split's name in metric keys
+SPLIT_FIGURES = ("ppl", "pseudo_ppl", "ppl_floor", "loss", "bits", "tokens", "agreement")
+SPLIT_FIGURES += ("agreement_far",)
+
+
+def network_description(model_cfg: dict, params: int) -> dict[str, Any]:
+    """``model/*`` of a network, from its ``model`` config and its number of parameters."""
+    return {
+        "model/family": "network",
+        "model/name": str(model_cfg["_target_"]).rsplit(".", 1)[-1],
+        "model/cell": model_cfg.get("cell", ""),
+        "model/layers": model_cfg.get("num_layers", 1),
+        "model/hidden_size": model_cfg.get("hidden_size", 0),
+        "model/params": params,
+    }
+
+
+def ngram_description(smoothing: str, order: int, ngrams: int, discounts: dict) -> dict:
+    """``model/*`` of an n-gram model."""
+    return {
+        "model/family": "ngram",
+        "model/name": "NgramLM",
+        "model/smoothing": smoothing,
+        "model/order": order,
+        "model/ngrams": ngrams,
+        "model/discounts": discounts,
+    }
+
+
+def data_description(name: str, vocab_size: int, vocab_hash: str) -> dict[str, Any]:
+    return {"data/name": name, "data/vocab_size": vocab_size, "data/vocab_hash": vocab_hash}
+
+
+def run_metrics(
+    description: dict[str, Any],
+    evaluation: dict[str, Any],
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """A finished run's metrics: what the model is, how it scored (``Scorer.evaluate``, which
+    includes the data's facts), and how training went (``time/*``, ``train/*``, ``count/*``,
+    ``checkpoint``, ``memory/*``). Non-finite floats become ``None``."""
+    return finite({**evaluation, **description, **facts})
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with every NaN or infinite float replaced by ``None`` (JSON's ``null``)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()
+    }
+
+
+def is_ngram(metrics: dict[str, Any]) -> bool:
+    return metrics.get("model/family") == "ngram"
+
+
+def model_label(metrics: dict[str, Any]) -> str:
+    """A short name of the model: ``3-gram``, ``birnn``, or the cell (``lstm``)."""
+    if is_ngram(metrics):
+        return f"{metrics.get('model/order')}-gram"
+    return "birnn" if metrics.get("model/name") == "ClozeLM" else metrics.get("model/cell", "")
+
+
+def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``compare``'s table (missing figures are empty strings)."""
+    m, ngram = metrics, is_ngram(metrics)
+
+    def get(key: str) -> Any:
+        v = m.get(key)
+        return "" if v is None else v
+
+    return {
+        "model": model_label(m),
+        "cell": get("model/smoothing" if ngram else "model/cell"),
+        "layers": "" if ngram else get("model/layers"),
+        "hidden": "" if ngram else get("model/hidden_size"),
+        "size": get("model/ngrams" if ngram else "model/params"),
+        "val_ppl": get("val/ppl"),
+        "test_ppl": get("test/ppl"),
+        "test_pseudo_ppl": get("test/pseudo_ppl"),
+        "test_bits": get("test/bits"),
+        "train_s": get("time/train_s"),
+        "train_tokens_per_s": get("train/tokens_per_s"),
+        "count_tokens_per_s": get("count/tokens_per_s"),
+    }
+
+
+def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The headline figures of a run, in the order the summary table prints them."""
+    keys = [f"{s}/{f}" for s in ("val", "test") for f in SPLIT_FIGURES]
+    keys += ["model/params", "model/ngrams", "time/train_s"]
+    return [(k, metrics[k]) for k in keys if k in metrics]

@@ -1,0 +1,150 @@
+"""One interface for every model a command can load: a network's checkpoint, an n-gram run,
+a foreign ARPA file. ``eval``, ``score``, ``generate``, ``fill`` and ``compare`` see models only
+through ``Scorer``; ``load_scorer`` is the one place that decides which family a file holds
+(``family_of`` does the same for a training config).
+
+What every log-probability means is written down in ``docs/evaluation.md``: natural logs,
+every token of a line and its ``<eos>`` predicted, contexts starting at an ``<eos>`` (``<s>``)
+boundary; a bidirectional model gives pseudo-log-likelihoods (``pseudo`` is true).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seqlm.data.tokenize import tokenizer_of
+from seqlm.data.vocab import Vocab
+from seqlm.errors import SeqlmError
+
+if TYPE_CHECKING:
+    from seqlm.data import LMData
+
+FAMILIES = ("network", "ngram")
+BLANK_EXCLUDED = (Vocab.unk_id, Vocab.eos_id)  # never proposed for a blank
+
+
+class Scorer(ABC):
+    """A trained language model seen through seqlm's vocabulary.
+
+    Attributes:
+        vocab: the vocabulary its ids refer to.
+        config: the resolved config of the run that made it (``{}`` for a foreign file).
+        path: the file it was loaded from (``None`` while training).
+        family: ``network`` or ``ngram``.
+        pseudo: its log-probabilities are pseudo-log-likelihoods (the bidirectional model).
+        layout: the ``LMData`` layout its evaluation reads.
+    """
+
+    family: str
+    pseudo: bool = False
+    layout: str = "stream"  # how its data is batched: ``stream`` or ``sentences``
+
+    def __init__(self, vocab: Vocab, config: dict, path: Path | None):
+        self.vocab, self.config, self.path = vocab, config, path
+
+    # -- text -----------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        """Words of ``text`` as the run's tokenizer cuts them."""
+        return tokenizer_of(self.config)(text)
+
+    def encode_known(self, words: list[str], what: str) -> list[int]:
+        """Ids of ``words``; refuses text whose every word is outside the vocabulary."""
+        ids = self.vocab.encode(words)
+        if words and all(i == Vocab.unk_id for i in ids) and "<unk>" not in words:
+            raise SeqlmError(
+                f"{what}: every word is outside the model's vocabulary "
+                f"({len(self.vocab)} words), nothing to condition on"
+            )
+        return ids
+
+    # -- probabilities --------------------------------------------------------------------------
+    @abstractmethod
+    def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        """log p of every token of the id stream ``ids`` (lines ending in ``<eos>``), in order,
+        float64. A network reads the stream as ``rows`` contiguous rows, each from a zero state
+        after an ``<eos>`` (evaluation's layout with ``rows = data.eval_batch_size``); an
+        n-gram restarts at every line whatever ``rows`` is."""
+
+    @abstractmethod
+    def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
+        """log p of each line (its ``<eos>`` included), each from a fresh ``<eos>`` context."""
+
+    @abstractmethod
+    def next_logprobs(self, prefix: list[int]) -> np.ndarray:
+        """log p(w | ``<eos>`` prefix) for every id w (left-to-right models)."""
+
+    def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
+        """log p(w | left, right) for every id w, ``<unk>`` and ``<eos>`` excluded: for a
+        left-to-right model, p(left w right) normalised over the vocabulary."""
+        cands = [[*left, w, *right] for w in range(len(self.vocab))]
+        return _normalise_blank(self.sentence_logprobs(cands))
+
+    @abstractmethod
+    def evaluate(self, data: LMData, splits: tuple[str, ...] = ("valid", "test")) -> dict:
+        """``{split}/loss, ppl (or pseudo_ppl), bits, tokens`` (and agreement on the built-in
+        corpus) on ``data``, as training's final evaluation computes them, plus data facts."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The ``model/*`` and ``data/*`` metadata of the model (``seqlm.schema``)."""
+
+    def for_data(self, data: LMData) -> Scorer:
+        """This scorer on ``data``; refused when the data builds another vocabulary."""
+        if data.vocab != self.vocab:
+            raise SeqlmError(
+                f"ckpt={str(self.path)!r} was trained with vocabulary {self.vocab.digest()} "
+                f"({len(self.vocab)} tokens), but data={data.name} builds "
+                f"{data.vocab.digest()} ({len(data.vocab)} tokens): scores across "
+                "vocabularies are not comparable"
+            )
+        return self
+
+
+def _normalise_blank(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    scores[list(BLANK_EXCLUDED)] = -np.inf
+    top = scores.max()
+    return scores - (top + np.log(np.exp(scores - top).sum()))
+
+
+def on_data(scorer: Scorer, data_cfg: Any = None) -> tuple[LMData, Scorer]:
+    """(data, scorer): the data of ``data_cfg``, else the run's own, laid out for the model;
+    the scorer checked against (or, for a foreign ARPA file, matched to) its vocabulary."""
+    from seqlm.build import build
+
+    if data_cfg is None and "data" not in scorer.config:
+        raise SeqlmError(f"ckpt={str(scorer.path)!r} carries no data config; give data=NAME")
+    node = data_cfg if data_cfg is not None else scorer.config["data"]
+    data: LMData = build("data", node, layout=scorer.layout, _convert_="all")
+    data.prepare()
+    return data, scorer.for_data(data)
+
+
+def family_of(model_cfg: Any) -> str:
+    """The family a training config's ``model`` builds: its ``_target_``'s package."""
+    return "ngram" if str(model_cfg.get("_target_", "")).startswith("ngram.") else "network"
+
+
+def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
+    """A trained model from a run directory, a network checkpoint (``.ckpt``), an n-gram
+    ``model.npz`` or an ARPA file (``.arpa``, ``.arpa.gz``; ``arpa_unk`` is its word for the
+    data's ``<unk>``)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SeqlmError(f"ckpt={str(path)!r}: no such file or run directory")
+    if (p.is_dir() and (p / "model.npz").exists()) or p.suffix == ".npz" or ".arpa" in p.name:
+        from seqlm.scorers.ngram import load_ngram
+
+        return load_ngram(p, arpa_unk)
+    if arpa_unk is not None:
+        raise SeqlmError(f"arpa_unk={arpa_unk!r} is for ARPA files; {p} is not one")
+    from seqlm.scorers.network import load_network
+
+    return load_network(p)
+
+
+__all__ = ["FAMILIES", "Scorer", "family_of", "load_scorer", "on_data"]

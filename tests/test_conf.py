@@ -1,0 +1,57 @@
+"""The shipped configs: every key names a real argument, and every default lives in one place
+(the YAML presets, not the constructors as well)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from conftest import make_config
+from hydra.utils import get_object
+from omegaconf import OmegaConf
+
+from ngram.model import _check_params
+from seqlm.conf import CONF_DIR, choices
+
+PRESETS = [(g, n) for g in ("model", "data") for n in choices(g)]
+
+
+@pytest.mark.parametrize("group, name", PRESETS, ids=[f"{g}={n}" for g, n in PRESETS])
+def test_every_preset_key_is_an_argument_without_a_second_default(group, name):
+    node = OmegaConf.to_container(make_config("train", [f"{group}={name}"])[group])
+    node.pop("_partial_", None)
+    target = get_object(node.pop("_target_"))
+    params = inspect.signature(target).parameters
+    if group == "model" and name in ("kn2", "kn3", "ngram"):  # the standalone ngram library
+        named = set(params) - {"ids", "itos", "params"}
+        extra = set(node) - named
+        _check_params(node.get("smoothing", "modified_kn"), dict.fromkeys(extra))
+        assert extra <= {"k", "discount", "discount_fallback", "backoff"}, extra
+        return
+    named = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    corpus_options = set(node) - named  # LMData passes the rest to its corpus
+    if group == "model":
+        assert not corpus_options, f"{name}: {corpus_options} are not arguments"
+    for key in set(node) & named:
+        assert params[key].default is inspect.Parameter.empty, (
+            f"{target.__name__}({key}=...) has a default of its own besides {group}/{name}.yaml"
+        )
+    required = {k for k in named if params[k].default is inspect.Parameter.empty}
+    assert required <= set(node), f"{name}.yaml lacks {required - set(node)}"
+
+
+def test_presets_inherit_their_base_instead_of_repeating_it():
+    base = OmegaConf.load(CONF_DIR / "model" / "rnn.yaml")
+    for name in ("lstm", "gru", "deep_rnn"):
+        own = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
+        assert list(own.defaults) == ["rnn", "_self_"]
+        repeated = set(own) - {"defaults"}
+        assert len(repeated) == 1, f"{name}.yaml repeats {repeated}"  # its one difference
+        composed = make_config("train", [f"model={name}"]).model
+        assert set(composed) == set(base)
+    for name in choices("data"):
+        assert list(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml").defaults)[0] in (
+            "_base",
+            "agreement",
+        )
+    assert "_base" not in choices("data")  # a base is not a choice
