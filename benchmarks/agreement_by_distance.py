@@ -1,11 +1,15 @@
-"""Subject-verb agreement accuracy by distance for rnn, gru, lstm and kn3, on the built-in
-corpus (distances 1-16) and its long-distance setting (up to ~60): does a plain RNN's
-gradient vanish over distance, where the gated cells hold on?
+"""When does each cell learn each subject-verb distance? Agreement accuracy per distance
+bucket measured during training (a validation every ``--val-every`` steps), for rnn, gru and
+lstm, on the default grammar and on the nested one (``data=agreement_nested``: center-embedded
+relatives, which need a stack), with kn3 as a flat line. Then the gradient-through-time curves
+(``seqlm gradients``) of the same runs, trained and at initialisation.
 
-    python benchmarks/agreement_by_distance.py [--out docs] [--epochs 8]
+    python benchmarks/agreement_by_distance.py [--out docs] [--epochs 8] [--val-every 25]
 
-Each model trains with the shipped defaults (``python -m seqlm train model=X data=Y``).
-Writes ``agreement_by_distance.png`` and ``agreement_by_distance.md`` (a table) to ``--out``.
+Writes to ``--out``: ``agreement_curves.png`` (accuracy per bucket against training time),
+``agreement_by_distance.md`` (time and training tokens to first reach 99% per cell and bucket,
+final accuracy per bucket), ``gradients.png`` and ``gradients.csv``. Times are the wall time of
+training as ``history.jsonl`` records it (validation passes included).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,91 +26,158 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from hydra import compose, initialize_config_module  # noqa: E402
 
+from seqlm.commands import gradients  # noqa: E402
 from seqlm.commands.train import train  # noqa: E402
+from seqlm.metrics import BUCKETS, bucket_name  # noqa: E402
 
-MODELS = ("rnn", "gru", "lstm", "kn3")
-DATASETS = {"agreement": "distances 1-16 (default)", "agreement_long": "distances up to ~60"}
-BINS = [(1, 1), (2, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 40), (41, 50), (51, 99)]
+CELLS = ("rnn", "gru", "lstm")
+DATASETS = {
+    "agreement": "default grammar, distances 1-16",
+    "agreement_nested": "nested, depth <= 3",
+}
+THRESHOLD = 0.99
 
 
-def binned(by_distance: dict) -> list[float | None]:
-    out = []
-    for lo, hi in BINS:
-        c = sum(v[0] for d, v in by_distance.items() if lo <= int(d) <= hi)
-        t = sum(v[1] for d, v in by_distance.items() if lo <= int(d) <= hi)
-        out.append(c / t if t >= 10 else None)  # too few events: no point
-    return out
+def config(name: str, overrides: list[str]):
+    with initialize_config_module("seqlm.conf", version_base="1.3"):
+        return compose(name, overrides)
+
+
+def curves(run: Path) -> list[dict]:
+    """The validation lines of a run's history (each has the bucket accuracies)."""
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if x]
+    return [r for r in rows if "val/ppl" in r]
+
+
+def first_reach(rows: list[dict], key: str, tokens_per_step: int) -> tuple[str, str]:
+    """(seconds, training tokens) at the first validation where ``key`` >= THRESHOLD."""
+    for r in rows:
+        if r.get(key) is not None and r[key] >= THRESHOLD:
+            return f"{r['time_s']:.0f}", f"{r['step'] * tokens_per_step / 1e3:.0f}k"
+    return "not reached", ""
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs"))
+    ap.add_argument("--runs", type=Path, default=Path("outputs/agreement_by_distance"))
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--val-every", type=int, default=25)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    keys = [f"val/agreement_{bucket_name(lo, hi)}" for lo, hi in BUCKETS]
+    labels = [bucket_name(lo, hi)[1:] for lo, hi in BUCKETS]
+    results: dict = {}
     for data in DATASETS:
-        for model in MODELS:
-            overrides = [
-                f"model={model}",
-                f"data={data}",
-                "logger=none",
-                f"trainer.max_epochs={args.epochs}",
-                "trainer.enable_progress_bar=false",
-            ]
-            with initialize_config_module("seqlm.conf", version_base="1.3"):
-                cfg = compose("train", overrides)
-            start = time.perf_counter()
-            with tempfile.TemporaryDirectory() as run:
-                m = train(cfg, run_dir=Path(run))
-            results[(data, model)] = {
-                "bins": binned(m["test/agreement_by_distance"]),
-                "ppl": m["test/ppl"],
-                "floor": m["test/ppl_floor"],
-                "far": m["test/agreement_far"],
-                "seconds": time.perf_counter() - start,
-            }
-            print(data, model, json.dumps(results[(data, model)]), flush=True)
+        for model in (*CELLS, "kn3"):
+            run = args.runs / f"{data}-{model}"
+            overrides = [f"model={model}", f"data={data}", "logger=none"]
+            if model != "kn3":
+                overrides += [
+                    f"trainer.max_epochs={args.epochs}",
+                    f"+trainer.val_check_interval={args.val_every}",
+                    "trainer.enable_progress_bar=false",
+                ]
+            cfg = config("train", overrides)
+            m = train(cfg, run_dir=run)
+            tokens_per_step = cfg.data.batch_size * cfg.data.bptt
+            results[(data, model)] = {"run": run, "final": m, "tokens_per_step": tokens_per_step}
+            print(data, model, f"test ppl {m['test/ppl']:.3f}", flush=True)
+    plot_curves(results, keys, labels, args.out / "agreement_curves.png")
+    table = report(results, keys, labels, args)
+    (args.out / "agreement_by_distance.md").write_text(table)
+    print(table)
+    for data in DATASETS:  # the trained runs, and the same cells at initialisation (seed 0)
+        runs = ",".join(str(results[(data, c)]["run"]) for c in CELLS)
+        found = gradients.curves_of(config("gradients", [f"runs=[{runs}]", "lags=60"]))
+        for cell in CELLS:
+            cfg = config("gradients", [f"model={cell}", f"data={data}", "lags=60"])
+            [untrained] = gradients.curves_of(cfg)
+            untrained.run = f"untrained {cell}"
+            found.append(untrained)
+        for c in found:
+            c.run = c.run.replace(f"{data}-", "")
+        gradients.write(found, args.out / f"gradients-{data}")
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    labels = [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in BINS]
-    for ax, (data, title) in zip(axes, DATASETS.items()):
-        for model in MODELS:
-            ys = results[(data, model)]["bins"]
-            xs = [i for i, y in enumerate(ys) if y is not None]
-            ax.plot(xs, [ys[i] for i in xs], marker="o", label=model)
-        ax.axhline(0.5, color="grey", ls=":", lw=1)
-        ax.set_xticks(range(len(BINS)), labels, rotation=45)
-        ax.set_title(f"data={data}: {title}")
-        ax.set_xlabel("subject-verb distance (words)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("agreement accuracy (test)")
-    axes[0].legend()
+
+def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -> None:
+    shown = [1, 3, 4, 6, 8]  # buckets 2-5, 11-15, 16-20, 31-40, 51+
+    fig, axes = plt.subplots(len(DATASETS), len(shown), figsize=(16, 6.5), sharey=True)
+    colours = {"rnn": "#e15759", "gru": "#59a14f", "lstm": "#4e79a7", "kn3": "#b07aa1"}
+    for row, data in enumerate(DATASETS):
+        for col, b in enumerate(shown):
+            ax = axes[row][col]
+            for model in (*CELLS, "kn3"):
+                r = results[(data, model)]
+                if model == "kn3":
+                    final = r["final"].get(keys[b].replace("val/", "test/"))
+                    if final is not None:
+                        ax.axhline(final, color=colours[model], ls=":", label="kn3")
+                    continue
+                pts = [(h["time_s"], h[keys[b]]) for h in curves(r["run"]) if keys[b] in h]
+                if pts:
+                    ax.plot(*zip(*pts), color=colours[model], label=model)
+            ax.axhline(THRESHOLD, color="grey", lw=0.8, ls="--")
+            ax.set_title(f"{data}: distance {labels[b]}", fontsize=9)
+            ax.set_ylim(0.4, 1.02)
+            ax.grid(alpha=0.3)
+            if row == len(DATASETS) - 1:
+                ax.set_xlabel("training time (s)")
+        axes[row][0].set_ylabel("agreement accuracy (valid)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "agreement_by_distance.png", dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
+
+def report(results: dict, keys: list[str], labels: list[str], args) -> str:
     lines = [
-        f"Machine: {platform.machine()}, {time.strftime('%Y-%m-%d')}; "
-        f"{args.epochs} epochs per network, shipped defaults otherwise.",
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"{time.strftime('%Y-%m-%d')}; {args.epochs} epochs per network, a validation every "
+        f"{args.val_every} steps, shipped defaults otherwise.",
         "",
     ]
     for data, title in DATASETS.items():
         lines += [
-            f"**data={data}** ({title})",
+            f"**data={data}** ({title}): time (s) and training tokens to first reach "
+            f"{THRESHOLD:.0%} agreement on the validation split, per distance bucket",
             "",
-            "| model | " + " | ".join(labels) + " | d>=5 | test ppl | floor | time (s) |",
-            "| --- |" + " ---: |" * (len(labels) + 4),
+            "| model | " + " | ".join(labels) + " | test ppl | floor | train s |",
+            "| --- |" + " ---: |" * (len(labels) + 3),
         ]
-        for model in MODELS:
+        for model in (*CELLS, "kn3"):
             r = results[(data, model)]
-            cells = ["" if y is None else f"{y:.2f}" for y in r["bins"]]
+            m = r["final"]
+            if model == "kn3":
+                cells = [_acc(m.get(k.replace("val/", "test/"))) for k in keys]
+            else:
+                rows = curves(r["run"])
+                cells = []
+                for k in keys:
+                    if not any(h.get(k) is not None for h in rows):
+                        cells.append("")
+                        continue
+                    secs, toks = first_reach(rows, k, r["tokens_per_step"])
+                    cells.append(f"{secs} s / {toks}" if toks else secs)
             lines.append(
-                f"| {model} | " + " | ".join(cells) + f" | {r['far']:.3f} | "
-                f"{r['ppl']:.2f} | {r['floor']:.2f} | {r['seconds']:.0f} |"
+                f"| {model} | " + " | ".join(cells) + f" | {m['test/ppl']:.2f} | "
+                f"{m['test/ppl_floor']:.2f} | {m['time/train_s']:.0f} |"
             )
         lines.append("")
-    (args.out / "agreement_by_distance.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        lines.append("Final test accuracy per bucket:")
+        lines.append("")
+        lines += ["| model | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+        for model in (*CELLS, "kn3"):
+            m = results[(data, model)]["final"]
+            cells = [_acc(m.get(k.replace("val/", "test/"))) for k in keys]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("kn3 has no training curve: its row gives its (final) accuracy.")
+    return "\n".join(lines)
+
+
+def _acc(v) -> str:
+    return "" if v is None else f"{v:.2f}"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from seqlm.quiet import silence_known_notices
 
 USAGE = (
     f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
-    "       python -m seqlm compare RUN_DIR... [out=DIR]"
+    "       python -m seqlm {compare,gradients} RUN_DIR... [out=DIR]"
 )
 
 
@@ -49,8 +49,8 @@ def fail(message: str) -> None:
 
 
 def hydra_overrides(command: str, args: list[str]) -> list[str]:
-    """The command line as Hydra overrides: run directories (``compare``) become
-    ``runs=[...]``;
+    """The command line as Hydra overrides: run directories (``compare``, ``gradients``)
+    become ``runs=[...]``;
     a resumed run stays in its folder (``hydra.run.dir``)."""
     if command in POSITIONAL:  # run directories come as positional arguments
         dirs = [a for a in args if "=" not in a and not a.startswith("-")]

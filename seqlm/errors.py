@@ -1,6 +1,37 @@
 """User-facing errors: the CLI prints them as one line and exits with code 2."""
 
+import math
+
 
 class SeqlmError(Exception):
     """Bad input from the user (a file, an option, a checkpoint). Its message is one line that
     names what is wrong; the CLI prints it without a traceback unless ``debug=true``."""
+
+
+class Diverged(SeqlmError):
+    """Training stopped because the loss or the gradient norm stopped being a finite number
+    (an explosion the tutorial's clipping would have prevented). Raised before the optimizer
+    applies the step, so the weights and every checkpoint stay finite."""
+
+    def __init__(self, step: int, lr: float, loss: float, norms: list[float]):
+        self.step, self.lr, self.loss, self.norms = step, lr, loss, norms
+        finite = sorted((n for n in norms if n == n and n != float("inf")), reverse=True)
+        largest = ", ".join(f"{n:.3g}" for n in finite[:3]) or "none finite"
+        last = norms[-1] if norms else float("nan")
+        super().__init__(
+            f"training diverged at step {step}: loss {loss:.4g}, gradient norm {last:.4g} "
+            f"at lr {lr:g} (largest recent finite norms: {largest}); clip the gradient norm "
+            f"(trainer.gradient_clip_val=0.25) or lower the learning rate "
+            f"(optim.optimizer.lr={lr / 10:g})"
+        )
+
+    def metrics(self) -> dict:
+        """What metrics.json says of a diverged run."""
+        return {
+            "status": "diverged",
+            "diverged/step": self.step,
+            "diverged/lr": self.lr,
+            "diverged/loss": self.loss,
+            "diverged/grad_norms": [n if math.isfinite(n) else None for n in self.norms],
+            "diverged/message": str(self),
+        }

@@ -8,8 +8,10 @@ the ``exp`` are taken once per epoch (``docs/evaluation.md``).
 
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -21,10 +23,12 @@ from torch import nn
 
 from seqlm.build import build
 from seqlm.data.batching import IGNORE
+from seqlm.errors import Diverged
 from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
 from seqlm.models import ClozeLM, detach_state
 
 STAGES = ("train", "val", "test")
+RECENT_NORMS = 10  # gradient norms a divergence report shows
 
 
 class LitLM(pl.LightningModule):
@@ -52,6 +56,8 @@ class LitLM(pl.LightningModule):
         self._epoch_started = 0.0
         self.tokens_seen = 0  # training targets this process has trained on (this fit)
         self._resume: dict | None = None  # what on_load_checkpoint read, until the next batch
+        self._recent_norms: deque[float] = deque(maxlen=RECENT_NORMS)  # pre-clipping norms
+        self._last_loss: torch.Tensor | None = None
 
     # -- the shared step ---------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -79,6 +85,7 @@ class LitLM(pl.LightningModule):
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), batch["target"].flatten(), ignore_index=IGNORE
         )
+        self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         target = batch["target"]  # streams have no padding; sentence batches do
@@ -165,15 +172,28 @@ class LitLM(pl.LightningModule):
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
         """Clip by global norm (the tutorial's remedy for exploding gradients) and log the norm
-        *before* clipping, which is what shows an explosion."""
+        *before* clipping, which is what shows an explosion. A norm that is not finite (the
+        loss is NaN or infinite, or the gradients overflowed) stops training before the step
+        is applied: ``Diverged``."""
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         self.log("train/grad_norm", norm)
+        self._recent_norms.append(float(norm))  # a host sync on GPU: one scalar a step
+        if not math.isfinite(self._recent_norms[-1]):
+            raise self._diverged()
+
+    def _diverged(self) -> Diverged:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else float("nan")
+        loss = float(self._last_loss) if self._last_loss is not None else float("nan")
+        return Diverged(self.global_step, lr, loss, list(self._recent_norms))
 
     # -- checkpoints carry the vocabulary, the run's config, and what a resume needs ----------
     # Lightning saves weights, optimizer, scheduler, loop counters and the stream position (the
     # loader's state); the carried state of every rank and the RNG are added here.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if not all(torch.isfinite(p).all() for p in self.parameters()):
+            # a checkpoint that resume would load as good must never hold NaN or inf
+            raise self._diverged()
         checkpoint["seqlm"] = {
             "vocab": self.vocab_tokens,
             "config": self.run_config,

@@ -72,17 +72,31 @@ class AgreementAccuracy(Metric):
         return {d: (c[d], t[d]) for d in range(len(t)) if t[d]}
 
 
+BUCKETS = ((1, 1), (2, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 40), (41, 50), (51, None))
+
+
+def bucket_name(lo: int, hi: int | None) -> str:
+    """``d1``, ``d2-5``, ..., ``d51+``: the key suffix of a distance bucket."""
+    return f"d{lo}" if lo == hi else f"d{lo}+" if hi is None else f"d{lo}-{hi}"
+
+
 def agreement_summary(
     by_distance: dict[int, tuple[int, int]], split: str, far: int = 5
 ) -> dict[str, float]:
-    """Overall accuracy and accuracy at distance >= ``far``."""
+    """Overall accuracy, accuracy at distance >= ``far``, and accuracy per distance bucket
+    (``{split}/agreement_d2-5``, ...; buckets with no event are left out)."""
 
     def acc(items):
         items = list(items)
         total = sum(t for _, t in items)
         return sum(c for c, _ in items) / total if total else float("nan")
 
-    return {
+    out = {
         f"{split}/agreement": acc(by_distance.values()),
         f"{split}/agreement_far": acc(v for d, v in by_distance.items() if d >= far),
     }
+    for lo, hi in BUCKETS:
+        inside = [v for d, v in by_distance.items() if lo <= d and (hi is None or d <= hi)]
+        if inside:
+            out[f"{split}/agreement_{bucket_name(lo, hi)}"] = acc(inside)
+    return out

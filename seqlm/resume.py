@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlm.conf import is_group
 from seqlm.errors import SeqlmError
 
-SWAPPABLE = ("trainer", "logger")  # groups a resumed run may change; model, data, optim may not
+SWAPPABLE = ("trainer", "logger", "callbacks")  # model, data and optim of a run may not change
 
 
 def resumed_config(cfg: DictConfig) -> tuple[DictConfig, Path]:

@@ -97,9 +97,10 @@ def wandb_runs(loggers: list) -> list:
     return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
 
 
-def log_final(loggers: list, config: dict, metrics: dict[str, Any]) -> None:
+def log_final(loggers: list, config: dict, metrics: dict[str, Any], failed: bool = False) -> None:
     """The run's config and final scalars to every logger; for W&B also the agreement table and
-    its line chart. Then the W&B runs are finished (a multirun starts the next one)."""
+    its line chart. Then the W&B runs are finished (a multirun starts the next one), as failed
+    with ``failed`` (a diverged run)."""
     scalars = {
         k: float(v)
         for k, v in metrics.items()
@@ -108,7 +109,7 @@ def log_final(loggers: list, config: dict, metrics: dict[str, Any]) -> None:
     for logger in loggers:
         logger.log_hyperparams(config)
         logger.log_metrics(scalars)
-        logger.finalize("success")
+        logger.finalize("failed" if failed else "success")
     for run in wandb_runs(loggers):
         import wandb
 
@@ -129,7 +130,7 @@ def log_final(loggers: list, config: dict, metrics: dict[str, Any]) -> None:
         # strings (model name, hashes) are not metrics, but belong in the summary too
         run.summary.update({k: v for k, v in metrics.items() if isinstance(v, str)})
         announce(run)
-        run.finish()
+        run.finish(exit_code=1 if failed else 0)
 
 
 def announce(run: Any) -> None:

@@ -31,8 +31,9 @@ GROUP_CONFIGS = sorted(
 
 def _data_overrides(tmp_path: Path, group: str, name: str) -> list[str]:
     """What a config needs to run on this machine (paths), and small sizes."""
-    if group == "data" and name in ("ptb", "wikitext2"):
-        return [f"data.root={shared('ptb' if name == 'ptb' else 'wikitext-2')}"]
+    if group == "data" and name in ("ptb", "wikitext2", "hongloumeng"):
+        folder = {"ptb": "ptb", "wikitext2": "wikitext-2", "hongloumeng": "hongloumeng"}[name]
+        return [f"data.root={shared(folder)}"]
     if group == "data" and name == "text":
         f = tmp_path / "corpus.txt"
         f.write_text("".join(f"the cat {i % 7} sat on the mat\n" for i in range(300)))
@@ -45,7 +46,7 @@ def _data_overrides(tmp_path: Path, group: str, name: str) -> list[str]:
 @pytest.mark.parametrize("group, name", GROUP_CONFIGS, ids=[f"{g}={n}" for g, n in GROUP_CONFIGS])
 def test_every_config_runs_one_step(group, name, tmp_path):
     overrides = [
-        f"{group}={name}",
+        f"{'+' if group == 'callbacks' else ''}{group}={name}",  # not in train.yaml's defaults
         *_data_overrides(tmp_path, group, name),
         "+trainer.fast_dev_run=true",
         "trainer.accelerator=cpu",

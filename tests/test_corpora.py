@@ -49,6 +49,25 @@ def test_chinese_novel_by_characters(tmp_path):
     assert sum(int((d.ids[s] == 1).sum()) for s in ("train", "valid", "test")) == len(lines)
 
 
+def test_hongloumeng_is_split_by_chapter_and_cleaned():
+    root = shared("hongloumeng")
+    corpus = preset("data", "hongloumeng", root=str(root), use_cache=False).corpus
+    chapters = corpus.by_chapter()
+    assert len(chapters) == 120
+    numbers = "".join(c[0][: c[0].index("回")] for c in chapters)
+    assert chapters[0][0].startswith("第一回") and chapters[-1][0].startswith("第一二零回")
+    assert chapters[107][0].startswith("第一零八回") and chapters[108][0].startswith("第一零九回")
+    assert "第四回中" not in numbers  # a line that mentions a chapter inside the text is not one
+    text = "".join(p for c in chapters for p in c)
+    assert not any(ch in text for ch in '．`"\r\t')  # one full stop, curly quotes, no CR
+    assert not any("\u0400" <= ch <= "\u04ff" or "\u3040" <= ch <= "\u30ff" for ch in text)
+    assert text.count("“") - text.count("”") < 0.3 * text.count("“")  # pairs, mostly
+    lines = {s: corpus.lines(s) for s in ("train", "valid", "test")}
+    assert lines["valid"][0][:6] == list("第一零九回") + ["▁"]
+    assert lines["test"][0][:6] == list("第一一五回") + ["▁"]
+    assert sum(map(len, lines["train"])) > 700_000 and sum(map(len, lines["test"])) > 40_000
+
+
 def test_second_run_reads_the_id_cache(tmp_path, monkeypatch):
     f = tmp_path / "t.txt"
     f.write_text("a b c\n" * 50 + "d e\n" * 50)
@@ -110,6 +129,8 @@ def test_bad_options_are_named(tmp_path):
         preset("data", "ptb", root="/nonexistent").prepare()
     with pytest.raises(SeqlmError, match="has neither ptb.train.txt nor ptb.train.txt.gz"):
         preset("data", "ptb", root=str(tmp_path)).prepare()
+    with pytest.raises(SeqlmError, match=r"data.chapters=\[114, 108\] must be 1 <= a < b < 120"):
+        preset("data", "hongloumeng", chapters=[114, 108])
     with pytest.raises(SeqlmError, match="data=ptb: unknown option"):
         preset("data", "ptb", colour="blue")
 
@@ -156,6 +177,25 @@ def test_corrupted_download_is_refused_and_leaves_nothing(server, tmp_path, monk
     with pytest.raises(SeqlmError, match="tiny.test.txt: downloaded file has sha256 .* refusing"):
         corpus.lines("test")
     assert list((tmp_path / "cache" / "tiny").iterdir()) == []  # no partial, no bad file
+
+
+def test_hongloumeng_is_downloaded_once_and_checked(server, tmp_path, monkeypatch):
+    import gzip
+
+    from seqlm.data import corpora
+
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    root, base = server
+    raw = gzip.decompress((shared("hongloumeng") / "hongloumeng.txt.gz").read_bytes())
+    (root / "hlm.txt").write_bytes(raw)
+    monkeypatch.setattr(corpora, "_HLM_URL", f"{base}/hlm.txt")
+    corpus = preset("data", "hongloumeng", use_cache=False).corpus
+    assert corpus.path() == tmp_path / "cache" / "hongloumeng" / "hongloumeng.txt"
+    assert hashlib.sha256(corpus.path().read_bytes()).hexdigest() == corpora.HONGLOUMENG_SHA256
+    (root / "hlm.txt").write_bytes(raw[:-10])  # changed upstream: a fresh cache refuses it
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "other"))
+    with pytest.raises(SeqlmError, match="downloaded file has sha256 .* refusing"):
+        corpus.path()
 
 
 def test_unreachable_url_says_how_to_give_the_files(tmp_path):

@@ -83,32 +83,54 @@ def parse_logprob(words: list[str], g: agreement.Grammar) -> tuple[float, int]:
                 for j, _, lp in nps(i + 2):
                     yield j, math.log((1 - g.p_pp - g.p_orc) / len(agreement.VERBS_T)) + lp
 
-    total, count = 0.0, 0
-    for j0, num, lp0 in nps(0):
+    def nests(i):  # every (whom NP)^n VERB_t^n at i, n = 0..nesting -> (end, logprob)
+        if not g.nesting:
+            yield i, 0.0
+            return
+        opened = [(i, [], -math.log(g.nesting + 1))]  # (position, numbers of the open nouns, lp)
+        for depth in range(g.nesting + 1):
+            for j, stack, lp in opened:  # close all `depth` relatives here, innermost first
+                end, ok = j, True
+                for num in reversed(stack):
+                    ok = ok and end < len(words) and vt.get(words[end]) == num
+                    end += 1
+                if ok:
+                    yield end, lp + depth * math.log(1 / len(agreement.VERBS_T))
+            if depth < g.nesting:
+                opened = [
+                    (e, [*stack, num], lp + lp_np)
+                    for j, stack, lp in opened
+                    if j < len(words) and words[j] == "whom"
+                    for e, num, lp_np in nps(j + 1)
+                ]
+
+    def endings(j0, num, lp0):  # CHUNK^k VP to the end of the line -> logprob of each way
         frontier = [(j0, lp0)]
         for k in range(g.max_chunks + 1):
             for j, lp in frontier:
                 lp_k = lp - math.log(g.max_chunks + 1)
                 if j < len(words) and vi.get(words[j]) == num and j + 1 == len(words):
-                    total += math.exp(
-                        lp_k + math.log((1 - g.p_transitive) / len(agreement.VERBS_I))
-                    )
-                    count += 1
+                    yield lp_k + math.log((1 - g.p_transitive) / len(agreement.VERBS_I))
                 if j < len(words) and vt.get(words[j]) == num:
                     for e, _, lp_o in nps(j + 1):
                         if e == len(words):
-                            total += math.exp(
-                                lp_k + math.log(g.p_transitive / len(agreement.VERBS_T)) + lp_o
-                            )
-                            count += 1
+                            yield lp_k + math.log(g.p_transitive / len(agreement.VERBS_T)) + lp_o
             if k < g.max_chunks:
                 frontier = [(e, lp + lpc) for j, lp in frontier for e, lpc in chunks(j, num)]
-    return math.log(total) if total else -math.inf, count
+
+    ways = [
+        lp
+        for j_subj, num, lp_subj in nps(0)
+        for j0, lp_nest in nests(j_subj)
+        for lp in endings(j0, num, lp_subj + lp_nest)
+    ]
+    total = sum(math.exp(lp) for lp in ways)
+    return math.log(total) if total else -math.inf, len(ways)
 
 
-@pytest.mark.parametrize("max_chunks", [0, 3, 6])
-def test_grammar_is_unambiguous_and_its_probabilities_are_exact(max_chunks):
-    g = agreement.Grammar(max_chunks=max_chunks)
+@pytest.mark.parametrize("max_chunks, nesting", [(0, 0), (3, 0), (6, 0), (0, 3), (2, 4)])
+def test_grammar_is_unambiguous_and_its_probabilities_are_exact(max_chunks, nesting):
+    g = agreement.Grammar(max_chunks=max_chunks, nesting=nesting)
     for s in agreement.generate(g, 3000, seed=max_chunks):
         lp, derivations = parse_logprob(s.words, g)
         assert derivations == 1, " ".join(s.words)
@@ -132,7 +154,31 @@ def test_grammar_agreement_and_distances():
     assert len(agreement.vocabulary_words()) > 150
 
 
+def test_nested_relatives_close_innermost_first():
+    """Every verb of a nest agrees with its own noun, read as a stack; the main verb with the
+    subject under it."""
+    g = agreement.Grammar(max_chunks=0, nesting=3)
+    nouns = {w: n for pair in agreement.NOUNS for n, w in enumerate(pair)}
+    verbs = {w: n for pair in agreement.VERBS_T + agreement.VERBS_I for n, w in enumerate(pair)}
+    depths = set()
+    for s in agreement.generate(g, 20_000, seed=4):
+        stack, closing, w = [], 0, s.words
+        depths.add(w.count("whom"))
+        for word in w[: s.verb_index]:  # no chunks: every noun is the subject or in the nest
+            if word in nouns:
+                stack.append(nouns[word])
+            elif word in verbs:
+                assert verbs[word] == stack.pop(), " ".join(w)
+                closing += 1
+        assert stack == [verbs[w[s.verb_index]]] and closing == w.count("whom"), " ".join(w)
+    assert depths == {0, 1, 2, 3}
+    default = agreement.generate(agreement.Grammar(), 3000, seed=0)
+    assert all("whom" not in s.words for s in default)  # nesting=0: the original grammar
+
+
 def test_bad_grammar_options():
+    with pytest.raises(SeqlmError, match="data.nesting=-1 must be an integer >= 0"):
+        agreement.Grammar(nesting=-1)
     with pytest.raises(SeqlmError, match="data.max_chunks=-1"):
         agreement.Grammar(max_chunks=-1)
     with pytest.raises(SeqlmError, match="data.p_pp"):

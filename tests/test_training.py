@@ -271,3 +271,107 @@ def test_every_epoch_draws_its_own_windows(tmp_path):
     # AWD draws are seeded by (seed, epoch): each epoch cuts the stream differently, whole
     assert len({tuple(v) for v in probe.lengths.values()}) == 3
     assert len({sum(v) for v in probe.lengths.values()}) == 1
+
+
+class _Explode(pl.Callback):
+    """From global step ``at`` on, a learning rate no network survives."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.at:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e4
+
+
+def test_divergence_stops_training_and_keeps_the_good_checkpoints(tmp_path):
+    """An explosion in the second epoch: training stops at once with one line naming the step,
+    the lr, recent gradient norms and the remedy; the checkpoints of the first epoch stay, all
+    finite; metrics.json and the W&B run say the run diverged."""
+    from wandb_files import read_wandb_run
+
+    from seqlm.errors import Diverged
+
+    cfg = make_config(
+        "train",
+        [
+            *SMALL_AGREEMENT,
+            *TINY_TRAIN,
+            "model=rnn",
+            "model.nonlinearity=relu",
+            "optim=sgd",
+            "optim.optimizer.lr=0.1",
+            "trainer.gradient_clip_val=0",
+            "trainer.max_epochs=3",
+            "logger=wandb",
+        ],
+    )
+    steps_per_epoch = (6000 // 8) // 20
+    with pytest.raises(Diverged) as e:
+        train(cfg, run_dir=tmp_path, callbacks=[_Explode(at=steps_per_epoch + 2)])
+    message = str(e.value)
+    assert "\n" not in message and "training diverged at step" in message
+    assert "lr 10000" in message and "trainer.gradient_clip_val" in message
+    assert "optim.optimizer.lr=1000" in message
+    step = e.value.step
+    assert steps_per_epoch + 2 <= step <= steps_per_epoch + 10
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["status"] == "diverged" and on_disk["diverged/step"] == step
+    for name in ("best.ckpt", "last.ckpt"):
+        state = torch.load(tmp_path / "checkpoints" / name, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values())
+        assert torch.load(tmp_path / "checkpoints" / name, weights_only=True)["global_step"] <= step
+    assert read_wandb_run(tmp_path)["exit_code"] == 1
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused():
+    from seqlm.errors import Diverged
+    from seqlm.lit import LitLM
+
+    lit = LitLM(
+        make_config("train", ["model=rnn", "model.hidden_size=4", "model.emb_size=4"]).model,
+        {},
+        ["<unk>", "<eos>", "a"],
+        None,
+    )
+    with torch.no_grad():
+        lit.net.decoder.weight[0, 0] = float("nan")
+    with pytest.raises(Diverged):
+        lit.on_save_checkpoint({})
+
+
+def test_fill_finds_one_blank_in_a_character_level_run(tmp_path):
+    """The tutorial's 手机 sentence on a character-level model: ___ is one blank, not three
+    characters, and the answer is the normalised whole-sentence probability of each character."""
+    import numpy as np
+
+    from seqlm.commands import fill
+
+    corpus = tmp_path / "zh.txt"
+    lines = ["我的手机坏了，我打算买一部新手机。", "他的车坏了，他打算修一辆旧车。"] * 200
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = make_config(
+        "train",
+        [
+            "data=text",
+            f"data.path={corpus}",
+            "data.tokenizer=char",
+            "data.batch_size=4",
+            *TINY_TRAIN,
+        ],
+    )
+    train(cfg, run_dir=tmp_path / "run")
+    best = fill.run(
+        make_config("fill", [f"ckpt={tmp_path / 'run'}", "text='我打算___一部新手机'", "top_k=3"])
+    )
+    scorer = load_scorer(tmp_path / "run")
+    left, right = scorer.vocab.encode(list("我打算")), scorer.vocab.encode(list("一部新手机"))
+    whole = scorer.sentence_logprobs([[*left, w, *right] for w in range(len(scorer.vocab))])
+    whole[:2] = -np.inf
+    p = np.exp(whole - whole.max())
+    p /= p.sum()
+    top = np.argsort(-p)[:3]
+    assert [w for w, _ in best] == [scorer.vocab.itos[i] for i in top]
+    assert all(len(w) == 1 for w, _ in best)
+    assert [q for _, q in best] == pytest.approx(p[top].tolist(), abs=1e-9)

@@ -18,14 +18,18 @@ BLANK = "___"
 
 def run(cfg: DictConfig) -> list[tuple[str, float]]:
     scorer = load_scorer(cfg.ckpt)
-    words = scorer.tokenize(str(cfg.text))
-    if words.count(BLANK) != 1:
-        raise SeqlmError(f"text={str(cfg.text)!r} must hold exactly one {BLANK} blank")
-    k = words.index(BLANK)
-    scorer.encode_known(words[:k] + words[k + 1 :], "text")
-    lp = scorer.blank_logprobs(scorer.vocab.encode(words[:k]), scorer.vocab.encode(words[k + 1 :]))
+    text = str(cfg.text)
+    if text.count(BLANK) != 1:
+        raise SeqlmError(f"text={text!r} must hold exactly one {BLANK} blank")
+    # the blank is found before tokenizing, so that it is one blank for any tokenizer
+    # (a character-level run would otherwise read ___ as three characters)
+    left_text, _, right_text = text.partition(BLANK)
+    left, right = scorer.tokenize(left_text), scorer.tokenize(right_text)
+    scorer.encode_known(left + right, "text")
+    lp = scorer.blank_logprobs(scorer.vocab.encode(left), scorer.vocab.encode(right))
     top = np.argsort(-lp)[: int(cfg.top_k)]
     best = [(scorer.vocab.itos[i], float(np.exp(lp[i]))) for i in top]
+    joiner = "" if scorer.config.get("data", {}).get("tokenizer") == "char" else " "
     for w, p in best:
-        print(f"{p:.4f}\t{' '.join([*words[:k], w, *words[k + 1 :]])}")
+        print(f"{p:.4f}\t{joiner.join([*left, w, *right])}")
     return best

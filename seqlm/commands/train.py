@@ -18,12 +18,13 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from seqlm.build import build
 from seqlm.checkpointing import AtomicCheckpointIO, best_or_last, checkpoint_callbacks
 from seqlm.data import LMData
-from seqlm.errors import SeqlmError
+from seqlm.errors import Diverged, SeqlmError
 from seqlm.launch import check_launch
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
+from seqlm.quiet import silence_known_notices
 from seqlm.resume import last_checkpoint, resumed_config
-from seqlm.rundir import History, finish, run_dir_of, write_config
+from seqlm.rundir import History, finish, run_dir_of, write_config, write_metrics
 from seqlm.schema import network_description, run_metrics
 from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
@@ -41,6 +42,7 @@ def train(
     ``callbacks`` are added to the trainer's; ``evaluate=False`` skips the final validation
     and test (benchmarks of the training loop); ``ckpt_path`` (a file or ``last``) resumes.
     Under DDP only rank 0 writes the run directory and the loggers' runs."""
+    silence_known_notices()
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     zero = rank_zero_only.rank == 0
     if zero:
@@ -54,7 +56,13 @@ def train(
     data = prepared_data(cfg, run_dir if zero else None, layout_of(cfg.model))
     lit = LitLM(container["model"], container["optim"], data.vocab.itos, container)
     trainer, best, loggers = make_trainer(cfg, run_dir, callbacks)
-    trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)
+    except Diverged as e:  # the checkpoints written so far are finite and stay
+        if trainer.is_global_zero:
+            write_metrics(run_dir / "metrics.json", e.metrics())
+            log_final(loggers, container, e.metrics(), failed=True)
+        raise
     train_s = time.perf_counter() - started
     if not evaluate:
         return {"time/train_s": train_s, "train/steps": trainer.global_step}

@@ -4,7 +4,9 @@ Sentences come from a small probabilistic grammar that is *unambiguous*: every s
 derivation, so its probability is the product of the choices made while generating it, and the
 corpus knows its own entropy floor. The grammar (``k`` ~ uniform{0..max_chunks}):
 
-    S        -> NP_subj CHUNK^k VP <eos>
+    S        -> NP_subj NEST_n CHUNK^k VP <eos>       n ~ uniform{0..nesting} (0: no NEST)
+    NEST_n   -> (whom NP_i)_{i=1..n} VERB_t[NP_n] .. VERB_t[NP_1]
+                                                   center-embedded object relatives
     NP       -> the (ADJ)? NOUN                    number sg/pl, 1/2 each
     CHUNK    -> PREP NP                            a prepositional phrase       (p_pp)
               | that NP VERB_t[agrees with NP]     an object relative clause   (p_orc)
@@ -12,7 +14,10 @@ corpus knows its own entropy floor. The grammar (``k`` ~ uniform{0..max_chunks})
     VP       -> VERB_t[agrees with subject] NP  |  VERB_i[agrees with subject]
 
 Nouns inside chunks take no modifiers, adjectives, nouns, verbs and prepositions are disjoint
-word sets, and a chunk's first two words tell its kind: hence one parse per string. The nouns
+word sets, a chunk's first two words tell its kind, and only a nest uses ``whom``: hence one
+parse per string. A nest of depth n ("the dog whom the cats whom the boy sees chase likes
+...") closes its relatives in the reverse order it opened them, so predicting its verbs needs a
+stack of n numbers, and the main verb the subject's number from below that stack. The nouns
 inside chunks are "attractors": their number is random, so only the subject predicts the main
 verb's inflection. The distance of an agreement event is the main verb's position minus the
 subject noun's (1 when adjacent); each chunk adds 3-5 words.
@@ -69,6 +74,9 @@ class Grammar:
     max_chunks: int = 3
     """Chunks between subject and verb are uniform on 0..max_chunks (3 -> distances 1-16;
     12 -> up to 61)."""
+    nesting: int = 0
+    """The depth of the center-embedded relatives after the subject is uniform on
+    0..nesting (0: none, the original grammar)."""
     p_adj: float = 0.3
     """Probability that a noun phrase has an adjective."""
     p_pp: float = 0.4
@@ -81,6 +89,8 @@ class Grammar:
     def __post_init__(self):
         if self.max_chunks < 0:
             raise SeqlmError(f"data.max_chunks={self.max_chunks} must be >= 0")
+        if not isinstance(self.nesting, int) or self.nesting < 0:
+            raise SeqlmError(f"data.nesting={self.nesting!r} must be an integer >= 0")
         for name in ("p_adj", "p_pp", "p_orc", "p_transitive"):
             p = getattr(self, name)
             if not 0.0 < p < 1.0:
@@ -128,6 +138,13 @@ def _sample_sentence(g: Grammar, rng: np.random.Generator) -> Sentence:
 
     subject = noun_phrase()
     subject_index = len(words) - 1
+    if g.nesting:
+        stack = []  # the numbers of the open relatives' nouns
+        for _ in range(choose(g.nesting + 1)):
+            words.append("whom")
+            stack.append(noun_phrase())
+        while stack:  # each relative's verb agrees with its own noun, innermost first
+            words.append(VERBS_T[choose(len(VERBS_T))][stack.pop()])
     for _ in range(choose(g.max_chunks + 1)):
         u = rng.random()
         if u < g.p_pp:
@@ -169,7 +186,7 @@ def generate(g: Grammar, n_tokens: int, seed: int) -> list[Sentence]:
 
 def vocabulary_words() -> set[str]:
     """Every word the grammar can produce."""
-    words = {"the", "that", *ADJECTIVES, *PREPOSITIONS}
+    words = {"the", "that", "whom", *ADJECTIVES, *PREPOSITIONS}
     for pairs in (NOUNS, VERBS_T, VERBS_I):
         for a, b in pairs:
             words.update((a, b))

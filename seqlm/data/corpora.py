@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,24 @@ def split_lines(text: str) -> list[str]:
     return text.splitlines()
 
 
+def locate(corpus: str, fname: str, root: str | None, url: str, sha256: str) -> Path:
+    """``fname`` (or ``fname.gz``) in ``root``; without a root, in the cache, else downloaded
+    there once and checked against ``sha256``."""
+    if root is not None:
+        folder = Path(root).expanduser()
+        if not folder.is_dir():
+            raise SeqlmError(f"data.root={root!r} is not a folder")
+        for p in (folder / fname, folder / f"{fname}.gz"):
+            if p.exists():
+                return p
+        raise SeqlmError(f"data.root={root!r} has neither {fname} nor {fname}.gz")
+    cached = cache_dir() / corpus / fname
+    for p in (cached, cached.with_name(cached.name + ".gz")):
+        if p.exists():
+            return p
+    return download(url, cached, sha256)
+
+
 @dataclass
 class FileCorpus:
     """Three files, one per split, read from ``root`` or downloaded into the cache."""
@@ -61,20 +80,7 @@ class FileCorpus:
     tokenizer: str = "whitespace"
 
     def path(self, split: str) -> Path:
-        fname = self.files[split]
-        if self.root is not None:
-            root = Path(self.root).expanduser()
-            if not root.is_dir():
-                raise SeqlmError(f"data.root={self.root!r} is not a folder")
-            for p in (root / fname, root / f"{fname}.gz"):
-                if p.exists():
-                    return p
-            raise SeqlmError(f"data.root={self.root!r} has neither {fname} nor {fname}.gz")
-        cached = cache_dir() / self.name / fname
-        for p in (cached, cached.with_name(cached.name + ".gz")):
-            if p.exists():
-                return p
-        return download(self.urls[split], cached, self.sha256[split])
+        return locate(self.name, self.files[split], self.root, self.urls[split], self.sha256[split])
 
     def sources(self) -> list[Path]:
         return [self.path(s) for s in SPLITS]
@@ -123,6 +129,67 @@ def wikitext2(root: str | None = None, tokenizer: str = "whitespace") -> FileCor
         root,
         tokenizer,
     )
+
+
+HONGLOUMENG_SHA256 = "5eca888fb54188d644df70fa555dd3c9cbdd3a8d7b3034fb59f7a81e16f05dc7"
+# 红楼梦.txt of tennessine/corpus at a fixed commit (see shared/data/hongloumeng/README.md)
+_HLM_URL = (
+    "https://raw.githubusercontent.com/tennessine/corpus/"
+    "c5ce96aca36c6a3cb4da5f0ff7d2d5fa30c32aea/%E7%BA%A2%E6%A5%BC%E6%A2%A6.txt"
+)
+_CHAPTER = re.compile(r"^第[一二三四五六七八九十百零〇]+回\s")  # a heading: at a line start
+# The e-text's mixed punctuation, made one: the full-width full stop of old GB texts is the
+# ideographic one, and stray backquotes are dropped. ASCII double quotes become “ ” in turn.
+_PUNCTUATION = str.maketrans({"．": "。", "`": None})
+_ARTEFACT = re.compile(r"[\u0400-\u04ff\u3040-\u30ff]")  # Cyrillic and kana: encoding debris
+
+
+def clean_paragraph(line: str) -> str:
+    """One line of the novel: indentation gone, punctuation made uniform, artefacts dropped."""
+    text = _ARTEFACT.sub("", line.strip().translate(_PUNCTUATION))
+    parts = text.split('"')
+    return "".join(p + ("“" if i % 2 == 0 else "”") for i, p in enumerate(parts[:-1])) + parts[-1]
+
+
+@dataclass
+class Hongloumeng:
+    """《红楼梦》, the 120-chapter novel (public domain), read at the character level by
+    default, split by chapter: train 1..``chapters[0]``, valid up to ``chapters[1]``, test
+    the rest. One paragraph is one line."""
+
+    root: str | None = None
+    chapters: tuple[int, int] = (108, 114)
+    """Last chapter of train, last chapter of valid (the test split runs to chapter 120)."""
+    tokenizer: str = "char"
+
+    def __post_init__(self):
+        a, b = self.chapters
+        if not 1 <= a < b < 120:
+            raise SeqlmError(f"data.chapters={list(self.chapters)} must be 1 <= a < b < 120")
+
+    def path(self) -> Path:
+        return locate("hongloumeng", "hongloumeng.txt", self.root, _HLM_URL, HONGLOUMENG_SHA256)
+
+    def sources(self) -> list[Path]:
+        return [self.path()]
+
+    def by_chapter(self) -> list[list[str]]:
+        """The cleaned paragraphs of each chapter, its heading first."""
+        chapters: list[list[str]] = []
+        for line in split_lines(read_text(self.path())):  # CRLF or LF
+            if _CHAPTER.match(line):
+                chapters.append([])
+            if chapters and (paragraph := clean_paragraph(line)):
+                chapters[-1].append(paragraph)
+        if len(chapters) != 120:
+            raise SeqlmError(f"{self.path()}: found {len(chapters)} chapter headings, not 120")
+        return chapters
+
+    def lines(self, split: str) -> list[list[str]]:
+        a, b = self.chapters
+        picked = {"train": slice(0, a), "valid": slice(a, b), "test": slice(b, 120)}[split]
+        tok = get_tokenizer(self.tokenizer)
+        return [tok(p) for chapter in self.by_chapter()[picked] for p in chapter]
 
 
 @dataclass
@@ -245,7 +312,7 @@ class AgreementCorpus:
         return hashlib.sha256(repr((self.grammar, self.seed, self.sizes)).encode()).hexdigest()
 
 
-CORPORA = ("agreement", "ptb", "wikitext2", "text")
+CORPORA = ("agreement", "ptb", "wikitext2", "hongloumeng", "text")
 
 
 def make_corpus(name: str, **opts):
@@ -262,4 +329,8 @@ def make_corpus(name: str, **opts):
         return wikitext2(**opts)
     if name == "text":
         return TextCorpus(**opts)
+    if name == "hongloumeng":
+        if "chapters" in opts:
+            opts["chapters"] = tuple(opts["chapters"])
+        return Hongloumeng(**opts)
     raise SeqlmError(f"data.name={name!r} is not one of {', '.join(CORPORA)}")

@@ -83,6 +83,14 @@ class Scorer(ABC):
         cands = [[*left, w, *right] for w in range(len(self.vocab))]
         return _normalise_blank(self.sentence_logprobs(cands))
 
+    def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
+        """``g_k = ||dℓ_t / ds_{t-k}||`` for k = 0..lags in each of ``windows`` windows of
+        ``ids`` (``seqlm.gradflow`` defines it); only left-to-right networks have one."""
+        raise SeqlmError(
+            f"ckpt={str(self.path)!r}: {self.family} models have no hidden state whose gradient "
+            "could flow back through time"
+        )
+
     @abstractmethod
     def evaluate(self, data: LMData, splits: tuple[str, ...] = ("valid", "test")) -> dict:
         """``{split}/loss, ppl (or pseudo_ppl), bits, tokens`` (and agreement on the built-in

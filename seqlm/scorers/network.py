@@ -104,6 +104,17 @@ class NetworkScorer(Scorer):
         logits = self.net(tokens, torch.tensor([tokens.shape[1]]))
         return _normalise_blank(logits[0, len(left)].double().numpy())
 
+    def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
+        if self.pseudo:
+            raise SeqlmError(
+                f"ckpt={str(self.path)!r} is a bidirectional cloze model: it predicts each token "
+                "from both sides, so no loss at one step depends on states k steps back only; "
+                "gradients measures left-to-right networks"
+            )
+        from seqlm.gradflow import gradient_norms
+
+        return gradient_norms(self.net, ids, lags, windows)
+
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         import pytorch_lightning as pl
 

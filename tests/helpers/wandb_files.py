@@ -50,12 +50,13 @@ def wandb_records(path: Path) -> Iterator[Any]:
 
 
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
-    """``{"config", "summary", "history", "group", "mode"}`` of the one W&B run under
+    """``{"config", "summary", "history", "group", "exit_code"}`` of the one W&B run under
     ``run_dir/wandb``, from its files alone."""
     files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
     if len(files) != 1:
         raise ValueError(f"{run_dir}: expected one W&B run, found {len(files)}")
     out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None}
+    out["exit_code"] = None
 
     def items(updates) -> dict[str, Any]:
         return {
@@ -75,4 +76,6 @@ def read_wandb_run(run_dir: Path) -> dict[str, Any]:
             out["history"].append(items(record.history.item))
         elif kind == "summary":
             out["summary"].update(items(record.summary.update))
+        elif kind == "exit":
+            out["exit_code"] = record.exit.exit_code
     return out

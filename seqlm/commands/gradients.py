@@ -1,0 +1,124 @@
+"""``gradients RUN_DIR... [lags=K]``: gradients through time, ``g_k = ||dℓ_t / ds_{t-k}||``
+for k = 0..K, for trained runs and (``model=NAME data=NAME``) an untrained network, as
+``seqlm.gradflow`` defines it. Writes ``gradients.csv`` (run, cell, k, mean, std) and
+``gradients.png`` (log-scale, one line per run) into ``out``."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from seqlm.build import build
+from seqlm.commands.compare import _pyplot
+from seqlm.errors import SeqlmError
+from seqlm.gradflow import summary
+from seqlm.lit import LitLM
+from seqlm.models import layout_of
+from seqlm.scorers import Scorer, family_of, load_scorer, on_data
+from seqlm.scorers.network import NetworkScorer
+
+
+@dataclass
+class Curve:
+    run: str
+    cell: str
+    mean: np.ndarray  # (K+1,)
+    std: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return self.cell if self.run == self.cell else f"{self.cell} ({self.run})"
+
+
+def untrained(cfg: DictConfig) -> tuple[Scorer, np.ndarray]:
+    """A network of ``cfg.model`` with freshly initialised weights, and its split's ids."""
+    if family_of(cfg.model) != "network":
+        raise SeqlmError(f"model={cfg.model._target_}: n-grams have no hidden state")
+    if cfg.get("data") is None:
+        raise SeqlmError("model=NAME: an untrained network needs data=NAME for its vocabulary")
+    data = build("data", cfg.data, layout=layout_of(cfg.model), _convert_="all")
+    data.prepare()
+    torch.manual_seed(cfg.seed)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    config = {"model": container["model"], "data": container["data"]}
+    return NetworkScorer(LitLM(config["model"], {}, data.vocab.itos, config)), data.ids[cfg.split]
+
+
+def curves_of(cfg: DictConfig) -> list[Curve]:
+    if cfg.split not in ("valid", "test"):
+        raise SeqlmError(f"split={cfg.split!r} is not one of valid, test")
+    measured: list[tuple[str, Scorer, np.ndarray]] = []
+    for path in cfg.runs:
+        data, scorer = on_data(load_scorer(path), cfg.get("data"))
+        measured.append((Path(path).name, scorer, data.ids[cfg.split]))
+    if cfg.get("model") is not None:
+        scorer, ids = untrained(cfg)
+        measured.append(("untrained", scorer, ids))
+    if not measured:
+        raise SeqlmError("gradients: give run directories, or model=NAME data=NAME")
+    curves = []
+    for name, scorer, ids in measured:
+        mean, std = summary(scorer.gradient_norms(ids, cfg.lags, cfg.windows))
+        cell = scorer.describe().get("model/cell") or scorer.family
+        curves.append(Curve(name, cell, mean, std))
+    return curves
+
+
+def plot(curves: list[Curve], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {}  # one colour per cell; an untrained network dotted
+    for c in curves:
+        colour = colours.setdefault(c.cell, f"C{len(colours)}")
+        dotted = c.run.startswith("untrained")
+        ax.plot(
+            np.arange(len(c.mean)), c.mean, label=c.label, color=colour, ls=":" if dotted else "-"
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("k (steps back)")
+    ax.set_ylabel("mean ||dℓ_t / ds_{t-k}||")
+    ax.set_title("gradient of the last position's loss through time")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(curves: list[Curve]) -> str:
+    K = len(curves[0].mean) - 1
+    lags = [k for k in (1, 5, 20, 50, K) if k <= K]
+    lags = sorted(set(lags))
+    head = f"{'run':<24} {'cell':<6} {'g_0':>10} " + " ".join(f"{f'g_{k}/g_0':>10}" for k in lags)
+    rows = [
+        f"{c.run:<24} {c.cell:<6} {c.mean[0]:>10.3e} "
+        + " ".join(f"{c.mean[k] / c.mean[0]:>10.3e}" for k in lags)
+        for c in curves
+    ]
+    return "\n".join([head, *rows])
+
+
+def write(curves: list[Curve], out: Path) -> None:
+    """``gradients.csv`` and ``gradients.png`` in ``out``, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "gradients.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "cell", "k", "mean", "std"])
+        for c in curves:
+            writer.writerows(
+                [c.run, c.cell, k, m, s] for k, (m, s) in enumerate(zip(c.mean, c.std))
+            )
+    plot(curves, out / "gradients.png")
+    print(table(curves))
+    print(f"gradients.csv and gradients.png in {out.resolve()}")
+
+
+def run(cfg: DictConfig) -> list[Curve]:
+    curves = curves_of(cfg)
+    write(curves, Path(cfg.out))
+    return curves
