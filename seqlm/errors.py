@@ -9,17 +9,19 @@ class SeqlmError(Exception):
 
 
 class Diverged(SeqlmError):
-    """Training stopped because the loss or the gradient norm stopped being a finite number
-    (an explosion the tutorial's clipping would have prevented). Raised before the optimizer
-    applies the step, so the weights and every checkpoint stay finite."""
+    """Training stopped because the loss or the gradient norm stopped being a finite number, or
+    the loss rose far above the uniform guess (an explosion the tutorial's clipping would have
+    prevented). Raised before the optimizer applies the step, so the weights and every
+    checkpoint stay finite."""
 
-    def __init__(self, step: int, lr: float, loss: float, norms: list[float]):
+    def __init__(self, step: int, lr: float, loss: float, norms: list[float], why: str = ""):
         self.step, self.lr, self.loss, self.norms = step, lr, loss, norms
-        finite = sorted((n for n in norms if n == n and n != float("inf")), reverse=True)
+        finite = sorted((n for n in norms if math.isfinite(n)), reverse=True)
         largest = ", ".join(f"{n:.3g}" for n in finite[:3]) or "none finite"
         last = norms[-1] if norms else float("nan")
+        why = f" ({why})" if why else ""
         super().__init__(
-            f"training diverged at step {step}: loss {loss:.4g}, gradient norm {last:.4g} "
+            f"training diverged at step {step}: loss {loss:.4g}{why}, gradient norm {last:.4g} "
             f"at lr {lr:g} (largest recent finite norms: {largest}); clip the gradient norm "
             f"(trainer.gradient_clip_val=0.25) or lower the learning rate "
             f"(optim.optimizer.lr={lr / 10:g})"

@@ -29,6 +29,10 @@ from seqlm.models import ClozeLM, detach_state
 
 STAGES = ("train", "val", "test")
 RECENT_NORMS = 10  # gradient norms a divergence report shows
+# A training loss this many times the uniform guess (ln V nats) is a blown-up model, finite or
+# not: every model starts near ln V, and pytorch/examples' tanh RNN at lr 20 without clipping
+# sits at 80-170 nats on PTB (ln V = 9.2) instead of NaN.
+DIVERGED_LOSS_FACTOR = 3
 
 
 class LitLM(pl.LightningModule):
@@ -172,20 +176,24 @@ class LitLM(pl.LightningModule):
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
         """Clip by global norm (the tutorial's remedy for exploding gradients) and log the norm
-        *before* clipping, which is what shows an explosion. A norm that is not finite (the
-        loss is NaN or infinite, or the gradients overflowed) stops training before the step
-        is applied: ``Diverged``."""
+        *before* clipping, which is what shows an explosion. A norm or loss that is not finite,
+        or a loss above ``DIVERGED_LOSS_FACTOR`` times the uniform guess, stops training before
+        the step is applied: ``Diverged``."""
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         self.log("train/grad_norm", norm)
-        self._recent_norms.append(float(norm))  # a host sync on GPU: one scalar a step
-        if not math.isfinite(self._recent_norms[-1]):
+        self._recent_norms.append(float(norm))  # host syncs on GPU: two scalars a step
+        loss = float(self._last_loss) if self._last_loss is not None else 0.0
+        ceiling = DIVERGED_LOSS_FACTOR * math.log(len(self.vocab_tokens))
+        if not math.isfinite(self._recent_norms[-1]) or not math.isfinite(loss):
             raise self._diverged()
+        if loss > ceiling:
+            raise self._diverged(f"over {DIVERGED_LOSS_FACTOR}x the uniform guess, {ceiling:.3g}")
 
-    def _diverged(self) -> Diverged:
+    def _diverged(self, why: str = "") -> Diverged:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else float("nan")
         loss = float(self._last_loss) if self._last_loss is not None else float("nan")
-        return Diverged(self.global_step, lr, loss, list(self._recent_norms))
+        return Diverged(self.global_step, lr, loss, list(self._recent_norms), why)
 
     # -- checkpoints carry the vocabulary, the run's config, and what a resume needs ----------
     # Lightning saves weights, optimizer, scheduler, loop counters and the stream position (the

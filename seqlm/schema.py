@@ -2,7 +2,8 @@
 through it (``compare``, the summary table). What the split figures mean is in
 ``docs/evaluation.md``; ``seqlm.metrics.summarize`` makes them.
 
-Every run has ``model/family`` (``network`` or ``ngram``) and ``model/name``; then
+Every run has ``model/family`` (``network``, ``ngram`` or ``mixture``) and ``model/name``;
+then
 
 - a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
   (trainable numbers), ``train/steps``, ``train/epochs``, ``train/world_size``,
@@ -10,7 +11,9 @@ Every run has ``model/family`` (``network`` or ``ngram``) and ``model/name``; th
 - an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
   orders), ``model/discounts``, ``count/tokens_per_s`` (training tokens counted and smoothed
   per second);
-- both: ``{val,test}/loss, ppl|pseudo_ppl, bits, tokens``, the ``data/*`` facts,
+- a mixture (``mix``): ``model/components``, ``model/weights`` (EM on validation),
+  ``model/em_steps``;
+- all: ``{val,test}/loss, ppl|pseudo_ppl, bits, tokens``, the ``data/*`` facts,
   ``time/train_s``, ``time/total_s``, ``checkpoint``, and on the built-in corpus
   ``{split}/ppl_floor`` and the agreement figures.
 
@@ -52,6 +55,17 @@ def ngram_description(smoothing: str, order: int, ngrams: int, discounts: dict) 
     }
 
 
+def mixture_description(components: list[str], weights: list[float], em_steps: int) -> dict:
+    """``model/*`` of a linear interpolation of runs (``mix``)."""
+    return {
+        "model/family": "mixture",
+        "model/name": "Mixture",
+        "model/components": components,
+        "model/weights": weights,
+        "model/em_steps": em_steps,
+    }
+
+
 def data_description(name: str, vocab_size: int, vocab_hash: str) -> dict[str, Any]:
     return {"data/name": name, "data/vocab_size": vocab_size, "data/vocab_hash": vocab_hash}
 
@@ -82,6 +96,8 @@ def model_label(metrics: dict[str, Any]) -> str:
     """A short name of the model: ``3-gram``, ``birnn``, or the cell (``lstm``)."""
     if is_ngram(metrics):
         return f"{metrics.get('model/order')}-gram"
+    if metrics.get("model/family") == "mixture":
+        return "mix"
     return "birnn" if metrics.get("model/name") == "ClozeLM" else metrics.get("model/cell", "")
 
 
@@ -93,9 +109,14 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
         v = m.get(key)
         return "" if v is None else v
 
+    if m.get("model/family") == "mixture":
+        parts = zip(m.get("model/components", []), m.get("model/weights", []))
+        cell = " + ".join(f"{w:.2f} {name}" for name, w in parts)
+    else:
+        cell = get("model/smoothing" if ngram else "model/cell")
     return {
         "model": model_label(m),
-        "cell": get("model/smoothing" if ngram else "model/cell"),
+        "cell": cell,
         "layers": "" if ngram else get("model/layers"),
         "hidden": "" if ngram else get("model/hidden_size"),
         "size": get("model/ngrams" if ngram else "model/params"),

@@ -65,6 +65,21 @@ def test_eval_of_an_ngram_run_and_of_kenlms_own_arpa(ptb_runs):
     assert ken["test/ppl"] == pytest.approx(148.2815, rel=1e-6)  # lmplz's own query figure
 
 
+def test_tokens_out_of_kn3_is_its_own_score_ids_and_sums_to_the_loss(ptb_runs, tmp_path):
+    run, m = ptb_runs["kn3"]
+    out = tmp_path / "kn3.npz"
+    eval_cmd.run(make_config("eval", [f"ckpt={run}", f"tokens_out={out}"]))
+    z = np.load(out)
+    scorer = load_scorer(run)
+    for split, stage in (("valid", "val"), ("test", "test")):
+        np.testing.assert_array_equal(z[split], scorer.model.score_ids(z[f"{split}_ids"]))
+        assert len(z[split]) == m[f"{stage}/tokens"]
+        assert -z[split].sum() == pytest.approx(
+            m[f"{stage}/loss"] * m[f"{stage}/tokens"], rel=1e-12
+        )
+    assert not z["pseudo"] and str(z["family"]) == "ngram"
+
+
 def test_commands_work_on_an_ngram_run(ptb_runs, tmp_path):
     run, _ = ptb_runs["kn3"]
     f = tmp_path / "nbest.txt"

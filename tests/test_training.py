@@ -127,10 +127,41 @@ def test_training_without_validation_tests_the_last_checkpoint(tmp_path):
     assert again["test/ppl"] == pytest.approx(m["test/ppl"], rel=1e-9)
 
 
+def test_tokens_out_sums_to_the_evaluation_figures(small_run, tmp_path):
+    """The per-token export of a network reads the split as evaluation does: its sums give
+    the very loss eval reports; every target is there, in order."""
+    import numpy as np
+
+    from seqlm.commands import eval as eval_cmd
+
+    out, metrics = small_run
+    m = eval_cmd.run(make_config("eval", [f"ckpt={out}", f"tokens_out={tmp_path / 't.npz'}"]))
+    z = np.load(tmp_path / "t.npz")
+    for split, stage in (("valid", "val"), ("test", "test")):
+        assert len(z[split]) == len(z[f"{split}_ids"]) == m[f"{stage}/tokens"]
+        assert -z[split].mean() == pytest.approx(m[f"{stage}/loss"], rel=1e-6)
+    assert not z["pseudo"] and str(z["family"]) == "network"
+    from seqlm.errors import SeqlmError
+
+    with pytest.raises(SeqlmError, match="tokens_out=.*: folder .*nowhere does not exist"):
+        eval_cmd.run(
+            make_config("eval", [f"ckpt={out}", f"tokens_out={tmp_path / 'nowhere' / 't.npz'}"])
+        )
+
+
 def test_birnn_reports_pseudo_perplexity_only(tmp_path):
     cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, "model=birnn", "model.cell=gru"])
     m = train(cfg, run_dir=tmp_path)
     assert "test/pseudo_ppl" in m and "test/ppl" not in m
+    # its per-token export is marked pseudo and sums to the pseudo-log-likelihood's loss
+    import numpy as np
+
+    from seqlm.commands import eval as eval_cmd
+
+    eval_cmd.run(make_config("eval", [f"ckpt={tmp_path}", f"tokens_out={tmp_path / 't.npz'}"]))
+    z = np.load(tmp_path / "t.npz")
+    assert bool(z["pseudo"]) and len(z["test"]) == m["test/tokens"]
+    assert -z["test"].mean() == pytest.approx(m["test/loss"], rel=1e-5)
     lines = instantiate(cfg.data, _convert_="all").corpus.lines("test")
     assert m["test/tokens"] == len(lines) + sum(len(x) for x in lines)  # words + one <eos> each
 
@@ -375,3 +406,23 @@ def test_fill_finds_one_blank_in_a_character_level_run(tmp_path):
     assert [w for w, _ in best] == [scorer.vocab.itos[i] for i in top]
     assert all(len(w) == 1 for w, _ in best)
     assert [q for _, q in best] == pytest.approx(p[top].tolist(), abs=1e-9)
+
+
+def test_a_finite_blow_up_far_above_the_uniform_guess_is_divergence_too(tmp_path):
+    """A saturated tanh RNN at a huge learning rate: the loss explodes but stays finite."""
+    from seqlm.errors import Diverged
+
+    cfg = make_config(
+        "train",
+        [
+            *SMALL_AGREEMENT,
+            *TINY_TRAIN,
+            "model=rnn",
+            "optim=sgd",
+            "optim.optimizer.lr=1000",
+            "trainer.gradient_clip_val=0",
+        ],
+    )
+    with pytest.raises(Diverged, match=r"over 3x the uniform guess, 15\.6") as e:
+        train(cfg, run_dir=tmp_path)
+    assert math.isfinite(e.value.loss) and e.value.loss > 3 * math.log(184)
