@@ -6,7 +6,7 @@ relatives, which need a stack), with kn3 as a flat line. Then the gradient-throu
 
     python benchmarks/agreement_by_distance.py [--out docs] [--epochs 8] [--val-every 25]
 
-Writes to ``--out``: ``agreement_curves.png`` (accuracy per bucket against training time),
+Writes to ``--out``: ``agreement_curves.png`` (accuracy per bucket against training tokens),
 ``agreement_by_distance.md`` (time and training tokens to first reach 99% per cell and bucket,
 final accuracy per bucket), ``gradients.png`` and ``gradients.csv``. Times are the wall time of
 training as ``history.jsonl`` records it (validation passes included).
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("outputs/agreement_by_distance"))
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--val-every", type=int, default=25)
+    ap.add_argument("--reuse", action="store_true", help="keep runs that finished (metrics.json)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     keys = [f"val/agreement_{bucket_name(lo, hi)}" for lo, hi in BUCKETS]
@@ -93,7 +94,10 @@ def main() -> None:
                     "trainer.enable_progress_bar=false",
                 ]
             cfg = config("train", overrides)
-            m = train(cfg, run_dir=run)
+            if args.reuse and (run / "metrics.json").is_file():
+                m = json.loads((run / "metrics.json").read_text())
+            else:
+                m = train(cfg, run_dir=run)
             tokens_per_step = cfg.data.batch_size * cfg.data.bptt
             results[(data, model)] = {"run": run, "final": m, "tokens_per_step": tokens_per_step}
             print(data, model, f"test ppl {m['test/ppl']:.3f}", flush=True)
@@ -115,7 +119,7 @@ def main() -> None:
 
 
 def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -> None:
-    shown = [1, 3, 4, 6, 8]  # buckets 2-5, 11-15, 16-20, 31-40, 51+
+    shown = [1, 2, 3, 4, 5]  # buckets 2-5, 6-10, 11-15, 16-20, 21-30
     fig, axes = plt.subplots(len(DATASETS), len(shown), figsize=(16, 6.5), sharey=True)
     colours = {"rnn": "#e15759", "gru": "#59a14f", "lstm": "#4e79a7", "kn3": "#b07aa1"}
     for row, data in enumerate(DATASETS):
@@ -128,7 +132,8 @@ def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -
                     if final is not None:
                         ax.axhline(final, color=colours[model], ls=":", label="kn3")
                     continue
-                pts = [(h["time_s"], h[keys[b]]) for h in curves(r["run"]) if keys[b] in h]
+                per_k = r["tokens_per_step"] / 1e3
+                pts = [(h["step"] * per_k, h[keys[b]]) for h in curves(r["run"]) if keys[b] in h]
                 if pts:
                     ax.plot(*zip(*pts), color=colours[model], label=model)
             ax.axhline(THRESHOLD, color="grey", lw=0.8, ls="--")
@@ -136,7 +141,7 @@ def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -
             ax.set_ylim(0.4, 1.02)
             ax.grid(alpha=0.3)
             if row == len(DATASETS) - 1:
-                ax.set_xlabel("training time (s)")
+                ax.set_xlabel("training tokens (thousands)")
         axes[row][0].set_ylabel("agreement accuracy (valid)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

@@ -14,7 +14,7 @@ from seqlm.quiet import silence_known_notices
 
 USAGE = (
     f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
-    "       python -m seqlm {compare,gradients} RUN_DIR... [out=DIR]"
+    "       python -m seqlm {compare,gradients,mix} RUN_DIR... [key=value ...]"
 )
 
 

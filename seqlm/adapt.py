@@ -175,7 +175,7 @@ def adapted_logprobs(
 
 
 CACHE_GRID = {"theta": (0.1, 0.3, 1.0, 3.0), "lam": (0.05, 0.1, 0.2, 0.3)}
-DYNAMIC_GRID = {"sgd": (0.3, 1.0, 3.0, 10.0), "rms": (1e-4, 3e-4, 1e-3, 3e-3)}
+DYNAMIC_GRID = {"sgd": (0.03, 0.1, 0.3, 1.0, 3.0), "rms": (1e-4, 3e-4, 1e-3, 3e-3)}
 
 
 def tune(

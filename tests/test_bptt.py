@@ -99,3 +99,22 @@ def test_bad_activation_and_window_are_named():
         bptt(p, inputs, targets, activation="sigmoid")
     with pytest.raises(ValueError, match="window=0 must be >= 1"):
         truncated_bptt(p, inputs, targets, 0)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_error_sent_into_the_carried_state_equals_autograd(activation):
+    from seqlm.bptt import backward
+
+    p = Params.init(K, H, seed=7)
+    inputs, targets = data(8)
+    s0 = np.random.default_rng(9).uniform(0, 0.5, H)
+    ours = backward(p, forward(p, inputs, targets, s0, activation), activation)[1]
+    f = torch.tanh if activation == "tanh" else torch.relu
+    w = {k: torch.tensor(v) for k, v in p.items()}
+    s = start = torch.tensor(s0, requires_grad=True)
+    loss = torch.zeros((), dtype=torch.float64)
+    for x, y in zip(inputs, targets):
+        s = f(w["U"][:, x] + w["W"] @ s + w["b"])
+        loss = loss - torch.log_softmax(w["V"] @ s + w["c"], 0)[y]
+    (theirs,) = torch.autograd.grad(loss, [start])
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=1e-10)

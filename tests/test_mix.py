@@ -82,3 +82,22 @@ def test_bad_mixtures_are_refused_in_one_line(runs, names, message, tmp_path):
     cfg = make_config("mix", [f"runs=[{listed}]", "logger=none"])
     with pytest.raises(SeqlmError, match=message):
         mix.run(cfg, run_dir=tmp_path)
+
+
+def test_a_tokens_out_file_mixes_like_its_run_and_other_targets_are_refused(runs, tmp_path):
+    """How the test-time methods stack: an exported (e.g. cached) evaluation is a component."""
+    export = tmp_path / "lstm.npz"
+    eval_cmd.run(make_config("eval", [f"ckpt={runs / 'lstm'}", f"tokens_out={export}"]))
+    cfg = make_config("mix", [f"runs=[{runs / 'lstm'},{runs / 'kn3'}]", "logger=none"])
+    by_run = mix.run(cfg, run_dir=tmp_path / "a")
+    cfg = make_config("mix", [f"runs=[{export},{runs / 'kn3'}]", "logger=none"])
+    by_file = mix.run(cfg, run_dir=tmp_path / "b")
+    assert by_file["test/ppl"] == pytest.approx(by_run["test/ppl"], rel=1e-9)
+    assert by_file["model/weights"] == pytest.approx(by_run["model/weights"], abs=1e-9)
+    only_test = tmp_path / "test_only.npz"
+    eval_cmd.run(
+        make_config("eval", [f"ckpt={runs / 'lstm'}", "splits=[test]", f"tokens_out={only_test}"])
+    )
+    cfg = make_config("mix", [f"runs=[{only_test},{runs / 'kn3'}]", "logger=none"])
+    with pytest.raises(SeqlmError, match="was not scored on the valid targets"):
+        mix.run(cfg, run_dir=tmp_path / "c")

@@ -29,7 +29,6 @@ def run(cfg: DictConfig) -> list[tuple[str, float]]:
     lp = scorer.blank_logprobs(scorer.vocab.encode(left), scorer.vocab.encode(right))
     top = np.argsort(-lp)[: int(cfg.top_k)]
     best = [(scorer.vocab.itos[i], float(np.exp(lp[i]))) for i in top]
-    joiner = "" if scorer.config.get("data", {}).get("tokenizer") == "char" else " "
     for w, p in best:
-        print(f"{p:.4f}\t{joiner.join([*left, w, *right])}")
+        print(f"{p:.4f}\t{scorer.join([*left, w, *right])}")
     return best

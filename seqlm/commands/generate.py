@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> list[str]:
             gen,
             bool(cfg.stop_at_eos),
         )
-        text = " ".join(scorer.vocab.decode(i for i in ids if i != Vocab.eos_id))
-        texts.append(" ".join([*words, text]).strip())
+        text = scorer.join([*words, *scorer.vocab.decode(i for i in ids if i != Vocab.eos_id)])
+        texts.append(text.strip())
         print(texts[-1])
     return texts

@@ -2,7 +2,9 @@
 ``p(w_t) = Σ_i λ_i p_i(w_t)`` per token, the weights found by EM on the validation split and
 then frozen for the test split (as Mikolov's RNNLM toolkit interpolates a network with a
 Kneser-Ney n-gram). Any family mixes with any other: every scorer gives the log-probability of
-the same targets (``docs/evaluation.md``). Writes a run directory (config.yaml, metrics.json,
+the same targets (``docs/evaluation.md``). A component may also be an ``eval tokens_out=``
+file, e.g. a network evaluated with a cache and dynamic evaluation: that is how the methods
+stack. Writes a run directory (config.yaml, metrics.json,
 mix.json with the weights) and logs to the configured loggers; ``compare`` shows it as a row."""
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from seqlm.rundir import finish, run_dir_of, write_config
 from seqlm.schema import STAGE_OF, mixture_description, run_metrics
 from seqlm.scorers import load_scorer, on_data
 from seqlm.tracking import log_final, make_loggers
+
+SPLITS = ("valid", "test")  # EM on the first, the frozen weights scored on the second
 
 
 def em_weights(
@@ -49,28 +53,65 @@ def mixture_logprobs(weights: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
         return np.logaddexp.reduce(np.log(weights)[:, None] + logprobs, axis=0)
 
 
+def token_file(path: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an ``eval tokens_out=`` file, or ``None`` if ``path`` is not one."""
+    p = Path(path).expanduser()
+    if p.suffix != ".npz" or not p.is_file():
+        return None
+    with np.load(p) as z:
+        if "vocab_hash" not in z.files:
+            return None  # an n-gram model.npz: a run like any other
+        return {k: z[k] for k in z.files}
+
+
+def component_logprobs(path: str, data) -> dict[str, np.ndarray]:
+    """Valid and test log-probabilities of one component: a run (scored here) or a
+    ``tokens_out`` file (an adapted evaluation, an outside model), checked to hold the very
+    targets of ``data``."""
+    tokens = token_file(path)
+    if tokens is None:
+        scorer = load_scorer(path)
+        if scorer.pseudo:
+            raise SeqlmError(
+                f"mix: {path} is a bidirectional cloze model; its pseudo-log-likelihoods are "
+                "not probabilities of the text and cannot be interpolated"
+            )
+        scorer = scorer.for_data(data)  # one vocabulary, or refused
+        return {s: scorer.token_logprobs(data.ids[s], data.eval_batch_size) for s in SPLITS}
+    if bool(tokens["pseudo"]):
+        raise SeqlmError(f"mix: {path} holds pseudo-log-likelihoods; they cannot be interpolated")
+    for split in SPLITS:
+        if split not in tokens or not np.array_equal(tokens[f"{split}_ids"], data.ids[split]):
+            raise SeqlmError(
+                f"mix: {path} was not scored on the {split} targets of data={data.name} "
+                f"(vocabulary {data.vocab.digest()}); export both splits of the same data"
+            )
+    return {s: tokens[s] for s in SPLITS}
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Mix ``cfg.runs``; the run directory is Hydra's (the CLI) or ``run_dir``."""
+    """Mix ``cfg.runs`` (run directories, or ``eval tokens_out=`` files); the run directory is
+    Hydra's (the CLI) or ``run_dir``."""
     runs = list(cfg.runs)
     if len(runs) < 2:
         raise SeqlmError(f"mix: give two or more run directories to interpolate, got {len(runs)}")
     started = time.perf_counter()
-    scorers = [load_scorer(r) for r in runs]
-    pseudo = [r for r, s in zip(runs, scorers) if s.pseudo]
-    if pseudo:
-        raise SeqlmError(
-            f"mix: {pseudo[0]} is a bidirectional cloze model; its pseudo-log-likelihoods are "
-            "not probabilities of the text and cannot be interpolated"
-        )
-    data, first = on_data(scorers[0], cfg.get("data"))
-    scorers = [first, *(s.for_data(data) for s in scorers[1:])]  # one vocabulary, or refused
-    lps = {
-        split: np.stack([s.token_logprobs(data.ids[split], data.eval_batch_size) for s in scorers])
-        for split in ("valid", "test")
-    }
+    anchor = next((r for r in runs if token_file(r) is None), None)
+    if anchor is None and cfg.get("data") is None:
+        raise SeqlmError("mix: with only tokens_out files, give data=NAME (their targets)")
+    if anchor is None:
+        from seqlm.build import build
+
+        data = build("data", cfg.data, _convert_="all")
+        data.prepare()
+    else:
+        data, _ = on_data(load_scorer(anchor), cfg.get("data"))
+    parts = [component_logprobs(r, data) for r in runs]
+    lps = {split: np.stack([p[split] for p in parts]) for split in SPLITS}
     weights, steps = em_weights(lps["valid"], cfg.em.iterations, cfg.em.tolerance)
     evaluation: dict[str, Any] = {}
-    for split, mixed in ((s, mixture_logprobs(weights, lps[s])) for s in ("valid", "test")):
+    for split in SPLITS:
+        mixed = mixture_logprobs(weights, lps[split])
         evaluation.update(summarize(float(-mixed.sum()), len(mixed), STAGE_OF[split]))
     evaluation.update(data.info())
     names = [Path(r).name for r in runs]
@@ -79,17 +120,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     write_config(run_dir, cfg)
     data.vocab.save(run_dir / "vocab.json")
-    (run_dir / "mix.json").write_text(
-        json.dumps(
-            {
-                "runs": [str(Path(r).resolve()) for r in runs],
-                "weights": weights.tolist(),
-                "em_steps": steps,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    record = {"runs": [str(Path(r).resolve()) for r in runs], "weights": weights.tolist()}
+    (run_dir / "mix.json").write_text(json.dumps({**record, "em_steps": steps}, indent=2) + "\n")
     for name, w in zip(names, weights):
         print(f"weight {w:.4f}  {name}")
     log_final(make_loggers(cfg, run_dir), OmegaConf.to_container(cfg, resolve=True), metrics)

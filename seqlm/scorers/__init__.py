@@ -51,6 +51,13 @@ class Scorer(ABC):
         """Words of ``text`` as the run's tokenizer cuts them."""
         return tokenizer_of(self.config)(text)
 
+    def join(self, words: list[str]) -> str:
+        """Tokens back to text: characters side by side for a character-level run (its ``▁``
+        marks a space), words with spaces otherwise."""
+        if self.config.get("data", {}).get("tokenizer") == "char":
+            return "".join(words).replace("▁", " ")
+        return " ".join(words)
+
     def encode_known(self, words: list[str], what: str) -> list[int]:
         """Ids of ``words``; refuses text whose every word is outside the vocabulary."""
         ids = self.vocab.encode(words)
