@@ -90,11 +90,14 @@ class _Walker:
         self.net = copy.deepcopy(net) if dynamic is not None and dynamic.lr > 0 else net
         self.net.eval()  # dropout off; dynamic evaluation still takes gradients
         self.cache, self.dynamic = cache, dynamic
-        self.trained = [p.detach().clone() for p in self.net.parameters()]
-        self.square = [torch.zeros_like(p) for p in self.net.parameters()]
+        adapting = self.net is not net  # a copy only when the weights will move
+        self.trained = [p.detach().clone() for p in self.net.parameters()] if adapting else []
+        self.square = [torch.zeros_like(p) for p in self.net.parameters()] if adapting else []
 
     def window(self, inp, target, state, past_h, past_y):
-        """log p of the window's targets (B, T), the next state, and the updated cache."""
+        """log p of the window's targets (B, T), the next state, and the updated cache. The
+        network's own forward is used piece by piece because the cache needs the top layer's
+        states ``h``; in evaluation mode its dropouts are the identity."""
         adapt = self.dynamic is not None and self.dynamic.lr > 0
         with torch.set_grad_enabled(adapt):
             emb = self.net.embedding(inp)

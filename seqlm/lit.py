@@ -198,10 +198,14 @@ class LitLM(pl.LightningModule):
     # -- checkpoints carry the vocabulary, the run's config, and what a resume needs ----------
     # Lightning saves weights, optimizer, scheduler, loop counters and the stream position (the
     # loader's state); the carried state of every rank and the RNG are added here.
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+    def check_finite(self) -> None:
+        """``Diverged`` if any weight is NaN or infinite: a checkpoint that resume would load
+        as good must never hold one."""
         if not all(torch.isfinite(p).all() for p in self.parameters()):
-            # a checkpoint that resume would load as good must never hold NaN or inf
             raise self._diverged()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()
         checkpoint["seqlm"] = {
             "vocab": self.vocab_tokens,
             "config": self.run_config,

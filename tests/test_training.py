@@ -366,10 +366,13 @@ def test_a_checkpoint_of_non_finite_weights_is_refused():
         ["<unk>", "<eos>", "a"],
         None,
     )
+    lit.check_finite()  # finite weights pass
     with torch.no_grad():
         lit.net.decoder.weight[0, 0] = float("nan")
     with pytest.raises(Diverged):
-        lit.on_save_checkpoint({})
+        lit.check_finite()
+    with pytest.raises(Diverged):
+        lit.on_save_checkpoint({})  # the hook Lightning calls before every save
 
 
 def test_fill_finds_one_blank_in_a_character_level_run(tmp_path):

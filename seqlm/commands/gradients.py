@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from seqlm.build import build
 from seqlm.commands.compare import _pyplot
+from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
 from seqlm.gradflow import summary
 from seqlm.lit import LitLM
@@ -41,8 +41,7 @@ def untrained(cfg: DictConfig) -> tuple[Scorer, np.ndarray]:
         raise SeqlmError(f"model={cfg.model._target_}: n-grams have no hidden state")
     if cfg.get("data") is None:
         raise SeqlmError("model=NAME: an untrained network needs data=NAME for its vocabulary")
-    data = build("data", cfg.data, layout=layout_of(cfg.model), _convert_="all")
-    data.prepare()
+    data = prepared_data(cfg.data, layout_of(cfg.model))
     torch.manual_seed(cfg.seed)
     container = OmegaConf.to_container(cfg, resolve=True)
     config = {"model": container["model"], "data": container["data"]}

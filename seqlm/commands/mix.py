@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
 from seqlm.metrics import summarize
 from seqlm.rundir import finish, run_dir_of, write_config
@@ -64,13 +65,13 @@ def token_file(path: str) -> dict[str, np.ndarray] | None:
         return {k: z[k] for k in z.files}
 
 
-def component_logprobs(path: str, data) -> dict[str, np.ndarray]:
+def component_logprobs(path: str, data, scorer=None) -> dict[str, np.ndarray]:
     """Valid and test log-probabilities of one component: a run (scored here) or a
     ``tokens_out`` file (an adapted evaluation, an outside model), checked to hold the very
     targets of ``data``."""
     tokens = token_file(path)
     if tokens is None:
-        scorer = load_scorer(path)
+        scorer = scorer or load_scorer(path)
         if scorer.pseudo:
             raise SeqlmError(
                 f"mix: {path} is a bidirectional cloze model; its pseudo-log-likelihoods are "
@@ -100,13 +101,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if anchor is None and cfg.get("data") is None:
         raise SeqlmError("mix: with only tokens_out files, give data=NAME (their targets)")
     if anchor is None:
-        from seqlm.build import build
-
-        data = build("data", cfg.data, _convert_="all")
-        data.prepare()
+        data, loaded = prepared_data(cfg.data), None
     else:
-        data, _ = on_data(load_scorer(anchor), cfg.get("data"))
-    parts = [component_logprobs(r, data) for r in runs]
+        data, loaded = on_data(load_scorer(anchor), cfg.get("data"))
+    parts = [component_logprobs(r, data, loaded if r == anchor else None) for r in runs]
     lps = {split: np.stack([p[split] for p in parts]) for split in SPLITS}
     weights, steps = em_weights(lps["valid"], cfg.em.iterations, cfg.em.tolerance)
     evaluation: dict[str, Any] = {}
@@ -119,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     metrics = run_metrics(description, evaluation, {"time/total_s": time.perf_counter() - started})
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     write_config(run_dir, cfg)
-    data.vocab.save(run_dir / "vocab.json")
+    data.vocab.save(run_dir / "vocab.json")  # the data was built before the run dir existed
     record = {"runs": [str(Path(r).resolve()) for r in runs], "weights": weights.tolist()}
     (run_dir / "mix.json").write_text(json.dumps({**record, "em_steps": steps}, indent=2) + "\n")
     for name, w in zip(names, weights):

@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
 from seqlm.checkpointing import AtomicCheckpointIO, best_or_last, checkpoint_callbacks
-from seqlm.data import LMData
+from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
 from seqlm.launch import check_launch
 from seqlm.lit import LitLM
@@ -53,7 +53,7 @@ def train(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     container = OmegaConf.to_container(cfg, resolve=True)
-    data = prepared_data(cfg, run_dir if zero else None, layout_of(cfg.model))
+    data = prepared_data(cfg.data, layout_of(cfg.model), run_dir if zero else None)
     lit = LitLM(container["model"], container["optim"], data.vocab.itos, container)
     trainer, best, loggers = make_trainer(cfg, run_dir, callbacks)
     try:
@@ -92,7 +92,7 @@ def train(
 def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Count on the train split, evaluate val and test, write model.npz (+ model.arpa)."""
     started = time.perf_counter()
-    data = prepared_data(cfg, run_dir, "stream")
+    data = prepared_data(cfg.data, "stream", run_dir)
     scorer = fit_ngram(build("model", cfg.model, _convert_="all"), data, _container(cfg))
     train_s = time.perf_counter() - started
     evaluation = scorer.evaluate(data)
@@ -109,15 +109,6 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def _container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def prepared_data(cfg: DictConfig, run_dir: Path | None, layout: str) -> LMData:
-    """The data module of ``cfg.data``, tokenized, its vocabulary saved in ``run_dir``."""
-    data: LMData = build("data", cfg.data, layout=layout, _convert_="all")
-    data.prepare()
-    if run_dir is not None:
-        data.vocab.save(run_dir / "vocab.json")
-    return data
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, extra: list | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,6 +17,18 @@ from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
 
 LAYOUTS = ("stream", "sentences")
+
+
+def prepared_data(node, layout: str = "stream", run_dir: Path | None = None) -> LMData:
+    """The data module of the ``data`` config ``node``, laid out for a model (``layout``),
+    tokenized; its vocabulary saved in ``run_dir`` when one is given."""
+    from seqlm.build import build
+
+    data: LMData = build("data", node, layout=layout, _convert_="all")
+    data.prepare()
+    if run_dir is not None:
+        data.vocab.save(run_dir / "vocab.json")
+    return data
 
 
 class LMData(pl.LightningDataModule):

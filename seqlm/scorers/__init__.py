@@ -129,13 +129,11 @@ def _normalise_blank(scores: np.ndarray) -> np.ndarray:
 def on_data(scorer: Scorer, data_cfg: Any = None) -> tuple[LMData, Scorer]:
     """(data, scorer): the data of ``data_cfg``, else the run's own, laid out for the model;
     the scorer checked against (or, for a foreign ARPA file, matched to) its vocabulary."""
-    from seqlm.build import build
+    from seqlm.data import prepared_data
 
     if data_cfg is None and "data" not in scorer.config:
         raise SeqlmError(f"ckpt={str(scorer.path)!r} carries no data config; give data=NAME")
-    node = data_cfg if data_cfg is not None else scorer.config["data"]
-    data: LMData = build("data", node, layout=scorer.layout, _convert_="all")
-    data.prepare()
+    data = prepared_data(data_cfg if data_cfg is not None else scorer.config["data"], scorer.layout)
     return data, scorer.for_data(data)
 
 

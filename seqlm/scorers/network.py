@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.data.batching import IGNORE, EvalStream, SentenceBatches
+from seqlm.adapt import adapted_logprobs
+from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
 from seqlm.lit import LitLM
@@ -50,15 +51,8 @@ class NetworkScorer(Scorer):
                 keep = batch["target"] != IGNORE
                 out.extend(lp[r][keep[r]].numpy() for r in range(len(lp)))
             return np.concatenate(out) if out else np.zeros(0)
-        stream = EvalStream(ids, Vocab.eos_id, rows, WINDOW)
-        columns, state = [], None
-        for window in stream:
-            logits, state = self.net(window["input"], state)
-            logp = torch.log_softmax(logits.double(), -1)
-            columns.append(logp.gather(2, window["target"].clamp(min=0)[..., None]).squeeze(2))
-        if not columns:
-            return np.zeros(0)
-        return torch.cat(columns, 1).flatten().numpy()[: len(ids)]  # rows in order, then pad
+        # the plain stream walk of seqlm.adapt: no cache, no dynamic evaluation
+        return adapted_logprobs(self.net, ids, rows, WINDOW)
 
     @torch.no_grad()
     def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
