@@ -1,19 +1,62 @@
-"""Counting n-grams with vectorised numpy: every n-gram packed into one int64 key.
+"""Counting n-grams with vectorised numpy, in bounded memory: every n-gram packed into one int64
+key, counted chunk by chunk into sorted runs that are spilled to disk when a memory budget is
+reached and merged at the end (an external sort, as KenLM's ``lmplz -S`` does it).
 
 A sentence ``w_1 .. w_n`` is read as ``<s> w_1 .. w_n </s>`` (one ``<s>``, as KenLM does):
 the n-grams are all runs of 1..N tokens inside that padded line, so ``<s>`` is context only
 and the first word is predicted from the context ``<s>``. With ``B = V + 1`` id values (the
 vocabulary plus ``<s>``), the n-gram ``w_1 .. w_k`` has key ``sum_i w_i B^(k-i)``: keys sort by
 context first, ``key // B`` is the context and ``key % B`` the predicted word.
+
+The counts do not depend on the budget: every chunk size and spill pattern gives the same
+sorted keys and the same integer counts (``tests/test_ngram_scale.py`` forces spills).
 """
 
 from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
 from ngram.errors import NgramError
 
-CHUNK = 1 << 22  # positions per counting chunk: memory follows distinct n-grams, not tokens
+# Working memory per chunk position while counting is ~110 bytes (the padded chunk, its line
+# starts, owners, positions, one order's keys and the sort's copy, int64 each): chunks get a
+# ninth of the budget. The runs held before a spill get a tenth, because merging them takes
+# ~3x that. The rest is for the id stream and the counts merged so far.
+BYTES_PER_POSITION = 1000
+HELD_SHARE = 10
+MIN_CHUNK = 1 << 12
+MIN_BUDGET = BYTES_PER_POSITION * MIN_CHUNK  # 4 MB: below this no chunk fits
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value, option: str = "max_memory") -> int:
+    """``2G``, ``500M``, ``64K``, ``1.5G`` or a number of bytes -> bytes."""
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)", text)
+    if isinstance(value, bool) or not m:
+        raise NgramError(f"{option}={value!r} is not a size: give bytes or e.g. 500M, 2G")
+    size = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if size < MIN_BUDGET:
+        raise NgramError(
+            f"{option}={value!r} is too small: one counting chunk needs "
+            f"{MIN_BUDGET / 2**20:.1f}M ({MIN_CHUNK} positions)"
+        )
+    return size
+
+
+def default_budget() -> int:
+    """2 GB, or a quarter of the machine's memory if that is less: a budget a laptop survives."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return max(MIN_BUDGET, min(2 << 30, ram // 4))
 
 
 def check_fits(vocab_size: int, order: int) -> None:
@@ -33,14 +76,44 @@ def pad_sentences(ids: np.ndarray, eos_id: int, bos_id: int) -> tuple[np.ndarray
         raise NgramError("no tokens to count")
     if ids[-1] != eos_id:
         ids = np.append(ids, eos_id)  # a last line without its end marker
-    ends = np.flatnonzero(ids == eos_id)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    out = np.insert(ids, starts, bos_id)
+    stream, line_start, _ = _pad(ids, 0, True, eos_id, bos_id)
+    return stream, line_start
+
+
+def _pad(seg: np.ndarray, first: int, starts_line: bool, eos_id: int, bos_id: int):
+    """``seg`` (stream positions ``first ..``) with ``<s>`` inserted at every line start inside
+    it (after each end marker but the last element; at 0 if ``starts_line``). Returns the
+    padded ids, each position's line start (far back for a line begun before ``seg``), and each
+    position's owner: the stream index of the token, or for a ``<s>`` its line's first."""
+    starts = np.flatnonzero(seg[:-1] == eos_id) + 1
+    if starts_line:
+        starts = np.concatenate([[0], starts])
+    out = np.insert(seg, starts, bos_id)
+    owner = np.insert(np.arange(first, first + len(seg), dtype=np.int64), starts, first + starts)
     bos_pos = starts + np.arange(len(starts))  # where the inserted <s> land
-    line_start = np.zeros(len(out), dtype=np.int64)
+    line_start = np.full(len(out), -(1 << 40), dtype=np.int64)  # context always long enough
     line_start[bos_pos] = bos_pos
     np.maximum.accumulate(line_start, out=line_start)
-    return out, line_start
+    return out, line_start, owner
+
+
+def pieces(
+    ids: np.ndarray, order: int, eos_id: int, bos_id: int, size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The stream in chunks of ``size`` ids, each padded and preceded by the ``order - 1``
+    tokens of context its first n-grams need: (padded ids, line starts, owned) where ``owned``
+    marks the positions this chunk counts (n-grams *ending* there), so that every n-gram is
+    counted by exactly one chunk, whatever the chunk size. ``ids`` must end with ``eos_id``."""
+    line_begin = 0  # stream index where the line of the chunk's first token begins
+    for a in range(0, len(ids), size):
+        b = min(a + size, len(ids))
+        ctx = max(line_begin, a - (order - 1))
+        seg = np.asarray(ids[ctx:b], dtype=np.int64)
+        out, line_start, owner = _pad(seg, ctx, ctx == line_begin, eos_id, bos_id)
+        yield out, line_start, owner >= a
+        ends = np.flatnonzero(seg[a - ctx :] == eos_id)
+        if len(ends):
+            line_begin = a + int(ends[-1]) + 1
 
 
 def keys_at(stream: np.ndarray, ends: np.ndarray, k: int, base: int) -> np.ndarray:
@@ -57,43 +130,214 @@ def merge_counts(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.n
     return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
 
 
+def _dedup_sorted(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the counts of equal neighbours of an already sorted key array."""
+    if not len(keys):
+        return keys, counts
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[first], np.add.reduceat(counts, first)
+
+
+class RunCounter:
+    """Counts int64 keys given in blocks, in bounded memory: each block becomes a sorted run
+    of (key, count); when the runs held exceed ``held_bytes`` they are merged into one and
+    spilled to ``spill_dir``; ``result`` merges the spilled runs, reading each in blocks that
+    together fit ``held_bytes``, and returns (sorted distinct keys, counts), exactly as one
+    ``np.unique`` over all keys would."""
+
+    def __init__(self, held_bytes: int, spill_dir: Path, name: str):
+        self.held_bytes, self.spill_dir, self.name = held_bytes, spill_dir, name
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.held = 0
+        self.spilled: list[Path] = []
+
+    def add(self, keys: np.ndarray, counts: np.ndarray | None = None) -> None:
+        if counts is None:
+            u, c = np.unique(keys, return_counts=True)
+        else:
+            u, c = merge_counts(keys, counts)
+        self.runs.append((u, c.astype(np.int64)))
+        self.held += u.nbytes + c.nbytes
+        if self.held > self.held_bytes:
+            self._spill()
+
+    def _merged_held(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.runs) == 1:
+            keys, counts = self.runs[0]
+        elif self.runs:
+            keys = np.concatenate([k for k, _ in self.runs])
+            counts = np.concatenate([c for _, c in self.runs])
+            self.runs = []
+            order = np.argsort(keys, kind="stable")
+            keys, counts = _dedup_sorted(keys[order], counts[order])
+        else:
+            keys, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.runs, self.held = [], 0
+        return keys, counts
+
+    def _spill(self) -> None:
+        keys, counts = self._merged_held()
+        path = self.spill_dir / f"{self.name}-{len(self.spilled)}.bin"
+        with open(path, "wb") as f:  # keys then counts, int64, one file per run
+            keys.tofile(f)
+            counts.tofile(f)
+        self.spilled.append(path)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.spilled:
+            return self._merged_held()
+        if self.runs:
+            self._spill()
+        out = self.spill_dir / f"{self.name}-merged.bin"
+        # a round holds every run's buffer (16 bytes a key) and ~3 copies while sorting them
+        block = max(1024, self.held_bytes // (16 * 4 * len(self.spilled)))
+        n = _merge_files(self.spilled, out, block)
+        for p in self.spilled:
+            p.unlink()
+        self.spilled = []
+        keys = np.fromfile(out, dtype=np.int64, count=n)
+        counts = np.fromfile(out, dtype=np.int64, count=n, offset=8 * n)
+        out.unlink()
+        return keys, counts
+
+
+class _Run:
+    """A spilled run read back in blocks (plain reads: no mapping that would count as resident
+    memory)."""
+
+    def __init__(self, path: Path, block: int):
+        self.n = path.stat().st_size // 16
+        self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.at, self.block = 0, block
+        self.keys, self.counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.refill()
+
+    def refill(self) -> None:
+        m = min(self.block, self.n - self.at)
+        self.f.seek(8 * self.at)
+        keys = np.fromfile(self.f, dtype=np.int64, count=m)
+        self.f.seek(8 * (self.n + self.at))
+        counts = np.fromfile(self.f, dtype=np.int64, count=m)
+        self.keys, self.counts = (
+            np.concatenate([self.keys, keys]),
+            np.concatenate([self.counts, counts]),
+        )
+        self.at += m
+
+    @property
+    def whole(self) -> bool:  # everything left of the run is in the buffer
+        return self.at == self.n
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _merge_files(paths: list[Path], out: Path, block: int) -> int:
+    """k-way merge of sorted runs: each round takes from every buffer the keys up to the
+    smallest last key among the buffers that do not yet hold their run's end (all keys up to
+    it are then in the buffers), sums equal keys, and appends them. Returns the keys written."""
+    runs = [_Run(p, block) for p in paths]
+    keys_tmp, counts_tmp = out.with_suffix(".keys"), out.with_suffix(".counts")
+    n = 0
+    with open(keys_tmp, "wb") as fk, open(counts_tmp, "wb") as fc:
+        while any(len(r.keys) for r in runs):
+            open_ends = [r.keys[-1] for r in runs if not r.whole and len(r.keys)]
+            bound = min(open_ends) if open_ends else None
+            ks, cs = [], []
+            for r in runs:
+                cut = len(r.keys) if bound is None else np.searchsorted(r.keys, bound, "right")
+                ks.append(r.keys[:cut])
+                cs.append(r.counts[:cut])
+                r.keys, r.counts = r.keys[cut:], r.counts[cut:]
+                if not len(r.keys) and not r.whole:
+                    r.refill()
+            keys = np.concatenate(ks)
+            order = np.argsort(keys, kind="stable")
+            keys, counts = _dedup_sorted(keys[order], np.concatenate(cs)[order])
+            keys.tofile(fk)
+            counts.tofile(fc)
+            n += len(keys)
+    for r in runs:
+        r.close()
+    with open(out, "wb") as f:  # keys then counts, as the runs
+        for part in (keys_tmp, counts_tmp):
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 24):
+                    f.write(chunk)
+            part.unlink()
+    return n
+
+
 def count_ngrams(
-    stream: np.ndarray, line_start: np.ndarray, order: int, base: int, bos_id: int
+    ids: np.ndarray,
+    order: int,
+    base: int,
+    eos_id: int,
+    bos_id: int,
+    budget: int,
+    progress: Callable[[int], object] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Raw counts of every order 1..N: a list of (sorted keys, counts). Works chunk by chunk,
-    merging as it goes, so memory is bounded by the number of distinct n-grams."""
-    out = []
-    pos = np.arange(len(stream), dtype=np.int64)
-    for k in range(1, order + 1):
-        # k-grams inside the padded line; the token predicted is never <s> itself (but the
-        # unigram <s> is kept: it is a context, and ARPA lists it)
-        ok = pos - line_start >= k - 1
-        if k > 1:
-            ok &= stream != bos_id
-        ends = pos[ok]
-        keys, counts = np.empty(0, np.int64), np.empty(0, np.int64)
-        for a in range(0, len(ends), CHUNK):
-            u, c = np.unique(keys_at(stream, ends[a : a + CHUNK], k, base), return_counts=True)
-            keys, counts = merge_counts(np.concatenate([keys, u]), np.concatenate([counts, c]))
-        out.append((keys, counts))
-    return out
+    """Raw counts of every order 1..N of an id stream that ends with ``eos_id``: a list of
+    (sorted keys, counts). Memory: chunks of ``budget / BYTES_PER_POSITION`` positions, sorted
+    runs held up to ``budget / HELD_SHARE`` and then spilled to a temporary folder (in
+    ``$TMPDIR``), merged at the end; beside that, the stream and the result. ``progress``:
+    called with the number of chunks, gives a bar (``update``, ``close``) or None."""
+    if len(ids) == 0:
+        raise NgramError("no tokens to count")
+    size = max(MIN_CHUNK, budget // BYTES_PER_POSITION)
+    held = budget // HELD_SHARE
+    with tempfile.TemporaryDirectory(prefix="ngram-counts-") as tmp:
+        counters = [RunCounter(held // order, Path(tmp), f"order{k}") for k in range(1, order + 1)]
+        bar = progress(-(-len(ids) // size)) if progress is not None else None
+        for stream, line_start, owned in pieces(ids, order, eos_id, bos_id, size):
+            pos = np.flatnonzero(owned)
+            depth = pos - line_start[pos]
+            not_bos = stream[pos] != bos_id
+            for k, counter in enumerate(counters, 1):
+                # k-grams inside the padded line; the token predicted is never <s> itself (but
+                # the unigram <s> is kept: it is a context, and ARPA lists it)
+                ok = depth >= k - 1
+                if k > 1:
+                    ok &= not_bos
+                counter.add(keys_at(stream, pos[ok], k, base))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return [c.result() for c in counters]
 
 
 def continuation_counts(
-    keys_hi: np.ndarray, keys_lo: np.ndarray, k_lo: int, base: int
+    keys_hi: np.ndarray, keys_lo: np.ndarray, k_lo: int, base: int, block: int | None = None
 ) -> np.ndarray:
     """N1+(. x): for each k_lo-gram x of ``keys_lo``, how many distinct words precede it among
-    the (k_lo+1)-grams ``keys_hi`` (Kneser & Ney 1995; Chen & Goodman 1998 eq. 19)."""
-    suffix = keys_hi % base**k_lo
-    u, c = np.unique(suffix, return_counts=True)
+    the (k_lo+1)-grams ``keys_hi`` (Kneser & Ney 1995; Chen & Goodman 1998 eq. 19). In blocks
+    of ``block`` keys, so that no whole-order temporary exists."""
+    block = block or max(1, len(keys_hi))
     out = np.zeros(len(keys_lo), dtype=np.int64)
-    idx = np.searchsorted(keys_lo, u)
-    out[idx] = c  # every suffix of a seen n-gram is itself a seen n-gram
+    for a in range(0, len(keys_hi), block):
+        u, c = np.unique(keys_hi[a : a + block] % base**k_lo, return_counts=True)
+        out[np.searchsorted(keys_lo, u)] += c  # every suffix of a seen n-gram is itself seen
     return out
 
 
+def context_blocks(keys: np.ndarray, base: int, block: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) ranges of about ``block`` sorted keys that never split a context."""
+    a, n = 0, len(keys)
+    while a < n:
+        b = min(a + block, n)
+        if b < n:
+            ctx = keys[b] // base
+            b2 = int(np.searchsorted(keys, ctx * base, "left"))
+            b = b2 if b2 > a else int(np.searchsorted(keys, (ctx + 1) * base, "left"))
+        yield a, b
+        a = b
+
+
 def group_by_context(keys: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """(unique context keys, index of each n-gram's context among them)."""
+    """(unique context keys, index of each n-gram's context among them) of sorted keys."""
     ctx = keys // base
-    uniq, inverse = np.unique(ctx, return_inverse=True)
-    return uniq, inverse
+    if not len(ctx):
+        return ctx, np.zeros(0, np.int64)
+    new = np.concatenate([[True], ctx[1:] != ctx[:-1]])
+    return ctx[new], np.cumsum(new) - 1

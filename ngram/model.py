@@ -10,6 +10,8 @@ their left-over mass uniformly rather than over lower orders, are scored by thei
 from __future__ import annotations
 
 import math
+import struct
+import zipfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -19,6 +21,19 @@ from ngram import smoothing as sm
 from ngram.errors import NgramError
 
 UNK, EOS, BOS = "<unk>", "</s>", "<s>"
+ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smoothing block
+SCORE_BLOCK = 1 << 20  # tokens scored at once: whole lines, so blocks do not change a score
+
+
+def _progress(what: str, total: int, unit: str, large: bool):
+    """A progress bar (shown on a terminal) for long work, else None."""
+    if not large:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a nicety; numpy is the only requirement
+        return None
+    return tqdm(total=total, desc=what, unit=unit, leave=False, disable=None)
 
 
 class NgramLM:
@@ -58,9 +73,15 @@ class NgramLM:
         smoothing: str = "modified_kn",
         unk_id: int = 0,
         eos_id: int = 1,
+        max_memory: int | str | None = None,
         **params,
     ) -> NgramLM:
-        """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout)."""
+        """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout).
+
+        ``max_memory`` (bytes, or ``500M``, ``2G``; default ``counting.default_budget()``)
+        bounds the counting: sorted runs spill to ``$TMPDIR`` and are merged, and each order is
+        smoothed in blocks of whole contexts. Beside it the process holds the id stream and the
+        model itself (24 bytes a stored n-gram). Any budget gives the same model, bit for bit."""
         if not isinstance(order, int) or order < 1:
             raise NgramError(f"order={order!r} must be an integer >= 1")
         if smoothing not in sm.METHODS:
@@ -76,9 +97,23 @@ class NgramLM:
             eos_id,
             normalized=smoothing != "stupid_backoff",
         )
-        stream, line_start = counting.pad_sentences(ids, eos_id, model.bos_id)
-        raw = counting.count_ngrams(stream, line_start, order, model.base, model.bos_id)
-        model._estimate(raw, params)
+        budget = (
+            counting.default_budget()
+            if max_memory is None
+            else counting.parse_size(max_memory, "max_memory")
+        )
+        ids = np.asarray(ids)
+        if len(ids) == 0:
+            raise NgramError("no tokens to count")
+        if ids[-1] != eos_id:
+            ids = np.append(ids, eos_id)  # a last line without its end marker
+        large = len(ids) >= 1 << 22
+
+        def bar(chunks: int):
+            return _progress(f"counting {order}-grams", chunks, "chunk", large)
+
+        raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
+        model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM))
         return model
 
     @classmethod
@@ -103,64 +138,90 @@ class NgramLM:
             raise NgramError(f"the text holds the reserved token {BOS}")
         return cls.fit_ids(np.asarray(ids, dtype=np.int64), itos, order, smoothing, **params)
 
-    def _estimate(self, raw: list[tuple[np.ndarray, np.ndarray]], params: dict) -> None:
+    def _estimate(self, raw: list[tuple[np.ndarray, np.ndarray]], params: dict, block: int) -> None:
+        """Counts -> backoff-form tables, order by order; each order of two or more words in
+        blocks of about ``block`` n-grams that never split a context (a context's mass is summed
+        in one ``bincount``, so the result does not depend on the block size)."""
         N, V, base, method = self.order, self.vocab_size, self.base, self.smoothing
         # Unigram table: every vocabulary word (seen or not) and <s>, so every id has a row.
         all_ids = np.arange(V + 1, dtype=np.int64)
         uni = np.zeros(V + 1, dtype=np.int64)
         uni[raw[0][0]] = raw[0][1]
-        raw = [(all_ids, uni), *raw[1:]]
-        counts = [c for _, c in raw]
+        keys_of, counts = [all_ids], [uni]
+        for k in range(1, N):  # one order at a time, so only one order is held twice
+            keys, c = raw[k]
+            raw[k] = None  # the caller's list too: its int64 counts go now
+            keys_of.append(keys)
+            counts.append(_narrow(c))
+            del keys, c
         if method in sm.CONTINUATION:
             # Lower orders count distinct left extensions, except n-grams that start with <s>
             # (nothing can precede them): KenLM's adjusted counts, Chen & Goodman sec. 3.
             for k in range(N - 1, 0, -1):
-                keys = raw[k - 1][0]
-                cont = counting.continuation_counts(raw[k][0], keys, k, base)
+                keys = keys_of[k - 1]
+                cont = counting.continuation_counts(keys_of[k], keys, k, base, block)
                 starts_bos = keys // base ** (k - 1) == self.bos_id
-                counts[k - 1] = np.where(starts_bos, counts[k - 1], cont)
+                counts[k - 1] = _narrow(np.where(starts_bos, counts[k - 1], cont))
         if method in sm.UNIFORM:
-            return self._estimate_uniform(raw, counts, params)
+            return self._estimate_uniform(list(zip(keys_of, counts)), counts, params)
 
         prev_logp = None  # log p of the order below, aligned with its keys
         for k in range(1, N + 1):
-            keys = raw[k - 1][0]
-            c = counts[k - 1]
-            predicted = keys % base != self.bos_id  # <s> is never predicted
-            kp, cp = keys[predicted], c[predicted]
+            keys, c = keys_of[k - 1], counts[k - 1]
             if k == 1:
-                # estimate over the words seen; unseen ones (count 0) get only the uniform share
-                seen = cp > 0
-                st = sm.OrderStats(
-                    kp[seen], cp[seen], np.zeros(1, np.int64), np.zeros(int(seen.sum()), np.int64)
-                )
-                a_seen, gamma, info = sm.estimate(method, st, k, V, params)
-                alpha = np.zeros(len(kp))
-                alpha[seen] = a_seen
-                # interpolated with the uniform p_0 = 1/V; stupid backoff: S(w) = c(w) / N
-                p = alpha if method == "stupid_backoff" else alpha + gamma[0] / V
+                logp_k = self._unigrams(keys, c, params)
             else:
-                ctx_keys, ctx_index = counting.group_by_context(kp, base)
-                st = sm.OrderStats(kp, cp, ctx_keys, ctx_index)
-                alpha, gamma, info = sm.estimate(method, st, k, V, params)
-                suffix = kp % base ** (k - 1)
-                lower_idx = np.searchsorted(self.keys[k - 2], suffix)
-                if method == "stupid_backoff":  # seen: the relative frequency alone
-                    p = alpha
-                else:
-                    p = alpha + gamma[ctx_index] * np.exp(prev_logp[lower_idx])
-                # gamma(h) is the backoff weight of the context h, an n-gram of order k-1
-                at = np.searchsorted(self.keys[k - 2], ctx_keys)
-                with np.errstate(divide="ignore"):
-                    self.logbow[k - 2][at] = np.log(gamma)
-            self.info[f"order{k}"] = info
-            logp_k = np.full(len(keys), 0.0 if k == 1 else -np.inf)  # <s>: log p = 0 as KenLM
-            with np.errstate(divide="ignore"):
-                logp_k[predicted] = np.log(p)
+                logp_k = self._order(k, keys, c, params, prev_logp, block)
+            counts[k - 1] = None  # smoothed: the counts are no longer needed
             self.keys.append(keys)
             self.logp.append(logp_k)
             self.logbow.append(np.zeros(len(keys)))
             prev_logp = logp_k
+
+    def _unigrams(self, keys: np.ndarray, c: np.ndarray, params: dict) -> np.ndarray:
+        """Log-probabilities of every id, ``<s>`` (log p = 0, as KenLM) included."""
+        method, V = self.smoothing, self.vocab_size
+        predicted = keys % self.base != self.bos_id  # <s> is never predicted
+        cp = c[predicted]
+        # estimate over the words seen; unseen ones (count 0) get only the uniform share
+        seen = cp > 0
+        kp = keys[predicted]
+        st = sm.OrderStats(
+            kp[seen], cp[seen], np.zeros(1, np.int64), np.zeros(int(seen.sum()), np.int64)
+        )
+        a_seen, gamma, self.info["order1"] = sm.estimate(method, st, 1, V, params)
+        alpha = np.zeros(len(kp))
+        alpha[seen] = a_seen
+        # interpolated with the uniform p_0 = 1/V; stupid backoff: S(w) = c(w) / N
+        p = alpha if method == "stupid_backoff" else alpha + gamma[0] / V
+        logp = np.zeros(len(keys))
+        with np.errstate(divide="ignore"):
+            logp[predicted] = np.log(p)
+        return logp
+
+    def _order(self, k, keys, c, params, prev_logp, block) -> np.ndarray:
+        """Log-probabilities of the k-grams (k >= 2), and the backoff weights of their
+        contexts written into order k-1."""
+        method, base = self.smoothing, self.base
+        disc = sm.discounts(method, c, k, params)
+        self.info[f"order{k}"] = dict(disc)
+        logp = np.empty(len(keys))
+        lower = self.keys[k - 2]
+        for a, b in counting.context_blocks(keys, base, block):
+            kp = keys[a:b]
+            ctx_keys, ctx_index = counting.group_by_context(kp, base)
+            st = sm.OrderStats(kp, c[a:b], ctx_keys, ctx_index)
+            alpha, gamma, _ = sm.estimate(method, st, k, self.vocab_size, params, disc)
+            if method == "stupid_backoff":  # seen: the relative frequency alone
+                p = alpha
+            else:
+                lower_idx = np.searchsorted(lower, kp % base ** (k - 1))
+                p = alpha + gamma[ctx_index] * np.exp(prev_logp[lower_idx])
+            # gamma(h) is the backoff weight of the context h, an n-gram of order k-1
+            with np.errstate(divide="ignore"):
+                self.logbow[k - 2][np.searchsorted(lower, ctx_keys)] = np.log(gamma)
+                logp[a:b] = np.log(p)
+        return logp
 
     def _estimate_uniform(self, raw, counts, params) -> None:
         """Additive and MLE: the order-N estimate for each full context, uniform elsewhere."""
@@ -193,10 +254,22 @@ class NgramLM:
     def score_ids(self, ids: np.ndarray) -> np.ndarray:
         """Natural-log probability of every token of an id stream (lines end with ``eos_id``),
         each predicted from ``<s>`` and the words before it in its line. Vectorised: one
-        lookup per order for the whole stream."""
-        ids = np.asarray(ids, dtype=np.int64)
+        lookup per order for a block of whole lines (about ``SCORE_BLOCK`` tokens), so that
+        the temporaries stay small however long the stream."""
+        ids = np.asarray(ids)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise NgramError(f"ids outside the vocabulary 0..{self.vocab_size - 1}")
+        if len(ids) <= SCORE_BLOCK:
+            return self._score_block(ids)
+        line_ends = np.flatnonzero(ids == self.eos_id) + 1
+        wanted = np.arange(SCORE_BLOCK, len(ids), SCORE_BLOCK)
+        at = np.searchsorted(line_ends, wanted)  # the first line end at or after each
+        cuts = np.unique(line_ends[at[at < len(line_ends)]])
+        bounds = [0, *cuts[cuts < len(ids)].tolist(), len(ids)]
+        return np.concatenate([self._score_block(ids[a:b]) for a, b in zip(bounds, bounds[1:])])
+
+    def _score_block(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
         stream, line_start = counting.pad_sentences(ids, self.eos_id, self.bos_id)
         pos = np.flatnonzero(stream != self.bos_id)[: len(ids)]
         avail = np.minimum(pos - line_start[pos], self.order - 1)  # usable context length
@@ -281,9 +354,12 @@ class NgramLM:
         np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path) -> NgramLM:
+    def load(cls, path, mmap: bool = True) -> NgramLM:
+        """A model saved by ``save``. ``mmap``: the tables are mapped from the file rather than
+        read, so a model larger than the memory budget can still score (pages are read as
+        lookups touch them)."""
         try:
-            z = np.load(path, allow_pickle=False)
+            z = _npz_arrays(path, mmap)
             order, unk_id, eos_id, normalized = (int(x) for x in z["meta"])
             m = cls(
                 [str(w) for w in z["itos"]],
@@ -305,20 +381,17 @@ class NgramLM:
 
     def _check_tables(self, path) -> None:
         """Values, not only the format: keys strictly increasing (lookups bisect them), and
-        no NaN or +inf among the log-probabilities and weights (-inf is log 0)."""
+        no NaN or +inf among the log-probabilities and weights (-inf is log 0). Read in blocks
+        (from the file, for a memory map), so the check holds no copy of a large model."""
         for k in range(self.order):
             keys = self.keys[k]
-            if (
-                keys.dtype != np.int64
-                or len(keys) != len(self.logp[k])
-                or np.any(keys[1:] <= keys[:-1])
-            ):
+            if keys.dtype != np.int64 or len(keys) != len(self.logp[k]) or not _increasing(keys):
                 raise NgramError(f"{path}: the {k + 1}-gram keys are not a sorted int64 table")
             tables = [self.logp[k], self.logbow[k]]
             if self._uniform is not None:
                 tables.append(self._uniform[k][1])
             for table in tables:
-                if np.isnan(table).any() or np.isposinf(table).any():
+                if any(np.isnan(b).any() or np.isposinf(b).any() for b in _blocks(table)):
                     raise NgramError(
                         f"{path}: a {k + 1}-gram log-probability or weight is NaN or +inf"
                     )
@@ -330,6 +403,73 @@ class NgramLM:
             )
         lp = self.score_ids(ids)
         return math.exp(-lp.mean())
+
+
+def _blocks(a: np.ndarray, size: int = 1 << 22):
+    """An array's values in blocks. A memory map is read from its file instead, so that a
+    pass over a large model maps none of its pages into the process (they would count as
+    resident memory until unmapped)."""
+    if not isinstance(a, np.memmap):
+        yield from (a[i : i + size] for i in range(0, len(a), size))
+        return
+    with open(a.filename, "rb") as f:
+        for i in range(0, len(a), size):
+            f.seek(a.offset + i * a.itemsize)
+            yield np.fromfile(f, dtype=a.dtype, count=min(size, len(a) - i))
+
+
+def _increasing(keys: np.ndarray) -> bool:
+    last = None
+    for b in _blocks(keys):
+        if np.any(b[1:] <= b[:-1]) or (last is not None and len(b) and b[0] <= last):
+            return False
+        last = b[-1] if len(b) else last
+    return True
+
+
+def _narrow(counts: np.ndarray) -> np.ndarray:
+    """Counts as int32 where they fit (they do below 2^31 tokens): a third less memory while
+    smoothing; every use of them converts to float64 or compares, so no result changes."""
+    return counts.astype(np.int32) if len(counts) and counts.max() < 2**31 else counts
+
+
+def _npz_arrays(path, mmap: bool) -> dict:
+    """name -> array of an ``.npz`` file; with ``mmap``, every uncompressed numeric member is a
+    read-only memory map into the zip file (``np.savez`` stores members uncompressed)."""
+    z = np.load(path, allow_pickle=False)
+    if not mmap:
+        return z
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            f.seek(info.header_offset)
+            local = f.read(30)  # the zip local file header: name and extra field lengths
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            if (
+                info.compress_type != zipfile.ZIP_STORED
+                or dtype.kind not in "iuf"
+                or not all(shape)
+            ):
+                out[name] = z[name]  # strings (the vocabulary), scalars, empty tables
+                continue
+            out[name] = np.memmap(
+                path,
+                dtype=dtype,
+                mode="r",
+                offset=f.tell(),
+                shape=shape,
+                order="F" if fortran else "C",
+            )
+    return out
 
 
 def _check_params(method: str, params: dict) -> dict:

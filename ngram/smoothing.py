@@ -74,10 +74,28 @@ def modified_kn_discounts(
     return tuple(fallback)
 
 
+def discounts(method: str, counts: np.ndarray, order: int, params: dict) -> dict:
+    """The discounts of one whole order (from its count-of-counts, or as given), computed once
+    before the order is estimated block by block: ``{"discount": D}`` for absolute and KN,
+    ``{"discounts": [D1, D2, D3+]}`` for modified KN, ``{}`` for the rest."""
+    if method in ("absolute", "kn"):
+        d = params.get("discount")
+        return {"discount": kn_discount(counts, order) if d is None else float(d)}
+    if method == "modified_kn":
+        return {
+            "discounts": list(modified_kn_discounts(counts, order, params.get("discount_fallback")))
+        }
+    return {}
+
+
 def estimate(
-    method: str, st: OrderStats, order: int, vocab_size: int, params: dict
+    method: str, st: OrderStats, order: int, vocab_size: int, params: dict, disc: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(alpha per n-gram, gamma per context, facts such as the discounts used)."""
+    """(alpha per n-gram, gamma per context, facts such as the discounts used). The contexts
+    of ``st`` are whole; ``disc`` are the order's discounts (``discounts``), computed here from
+    ``st`` when not given."""
+    if disc is None:
+        disc = discounts(method, st.counts, order, params)
     c = st.counts.astype(np.float64)
     n_ctx = len(st.ctx_keys)
     total = np.bincount(st.ctx_index, weights=c, minlength=n_ctx)  # c(h) = sum_x c(hx)
@@ -99,13 +117,12 @@ def estimate(
         return c / total[st.ctx_index], np.full(n_ctx, float(params["backoff"])), info
     if method in ("absolute", "kn"):
         # p = max(c - D, 0)/c(h) + D N1+(h.)/c(h) p(w|h')   (Chen & Goodman eqs. 12-13)
-        d = params.get("discount")
-        d = kn_discount(st.counts, order) if d is None else float(d)
+        d = disc["discount"]
         info["discount"] = d
         return (c - d) / total[st.ctx_index], d * seen / total, info
     if method == "modified_kn":
         # p = (c - D(c))/c(h) + (D1 N1(h.) + D2 N2(h.) + D3+ N3+(h.))/c(h) p(w|h')  (eq. 26)
-        d = modified_kn_discounts(st.counts, order, params.get("discount_fallback"))
+        d = disc["discounts"]
         info["discounts"] = list(d)
         dc = np.asarray(d)[np.minimum(st.counts, 3) - 1]
         mass = np.bincount(st.ctx_index, weights=dc, minlength=n_ctx)

@@ -23,6 +23,7 @@ def test_every_preset_key_is_an_argument_without_a_second_default(group, name):
     target = get_object(node.pop("_target_"))
     params = inspect.signature(target).parameters
     if group == "model" and name in ("kn2", "kn3", "ngram"):  # the standalone ngram library
+        assert isinstance(node.pop("write_arpa"), bool)  # seqlm's own (train_ngram), not fit's
         named = set(params) - {"ids", "itos", "params"}
         extra = set(node) - named
         _check_params(node.get("smoothing", "modified_kn"), dict.fromkeys(extra))

@@ -62,7 +62,7 @@ def test_hongloumeng_is_split_by_chapter_and_cleaned():
     assert not any(ch in text for ch in '．`"\r\t')  # one full stop, curly quotes, no CR
     assert not any("\u0400" <= ch <= "\u04ff" or "\u3040" <= ch <= "\u30ff" for ch in text)
     assert text.count("“") - text.count("”") < 0.3 * text.count("“")  # pairs, mostly
-    lines = {s: corpus.lines(s) for s in ("train", "valid", "test")}
+    lines = {s: list(corpus.lines(s)) for s in ("train", "valid", "test")}
     assert lines["valid"][0][:6] == list("第一零九回") + ["▁"]
     assert lines["test"][0][:6] == list("第一一五回") + ["▁"]
     assert sum(map(len, lines["train"])) > 700_000 and sum(map(len, lines["test"])) > 40_000
@@ -93,11 +93,11 @@ def test_text_corpus_three_files_and_fractions(tmp_path):
         valid=str(tmp_path / "valid.txt"),
         test=str(tmp_path / "test.txt"),
     )
-    assert c.lines("valid") == [["valid", "words", "here"]]
+    assert list(c.lines("valid")) == [["valid", "words", "here"]]
     (tmp_path / "all.txt").write_text("".join(f"line {i}\n" for i in range(100)))
     c = TextCorpus(path=str(tmp_path / "all.txt"), fractions=(0.8, 0.1, 0.1))
-    assert [len(c.lines(s)) for s in ("train", "valid", "test")] == [80, 10, 10]
-    assert c.lines("valid")[0] == ["line", "80"]
+    assert [len(list(c.lines(s))) for s in ("train", "valid", "test")] == [80, 10, 10]
+    assert next(c.lines("valid")) == ["line", "80"]
 
 
 @pytest.mark.parametrize(
@@ -107,6 +107,7 @@ def test_text_corpus_three_files_and_fractions(tmp_path):
         (b"", "is empty"),
         (b"  \n\n", "is empty"),
         (b"caf\xe9 au lait\n", r"not UTF-8 \(byte 3"),
+        (b"one line\r\ncaf\xe9\n", r"not UTF-8 \(byte 13"),  # counted across lines
     ],
 )
 def test_bad_files_get_one_line_errors(tmp_path, content, message):
@@ -164,10 +165,10 @@ def test_download_once_checked_and_cached(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
     root, base = server
     corpus = _fixture_corpus(root, base)
-    assert corpus.lines("test") == [["the", "test", "text"], ["a", "line"]]
+    assert list(corpus.lines("test")) == [["the", "test", "text"], ["a", "line"]]
     assert (tmp_path / "cache" / "tiny" / "tiny.test.txt").exists()
     (root / "tiny.test.txt").unlink()  # the server no longer has it: the cache answers
-    assert corpus.lines("test")[0] == ["the", "test", "text"]
+    assert next(corpus.lines("test")) == ["the", "test", "text"]
 
 
 def test_corrupted_download_is_refused_and_leaves_nothing(server, tmp_path, monkeypatch):

@@ -24,6 +24,24 @@ def test_vocab_from_train_only_with_unk_and_eos():
     assert Vocab.build(train, max_size=3).itos == [UNK, EOS, "a"]
 
 
+def test_one_pass_vocabulary_equals_counting_with_a_counter():
+    from collections import Counter
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)] + [UNK, EOS]
+    lines = [list(rng.choice(words, rng.integers(0, 12))) for _ in range(2000)]
+    for min_freq, max_size in ((1, None), (3, None), (1, 50), (2, 120)):
+        counts = Counter(w for ln in lines for w in ln if w not in (UNK, EOS))
+        kept = [w for w, c in counts.most_common() if c >= min_freq]  # ties: first seen
+        itos = [UNK, EOS, *(kept if max_size is None else kept[: max_size - 2])]
+        vocab, ids = Vocab.build_encoded(iter(lines), min_freq, max_size)
+        assert vocab.itos == itos
+        stoi = {w: i for i, w in enumerate(itos)}
+        expected = [i for ln in lines for i in [*(stoi.get(w, 0) for w in ln), 1]]
+        assert ids.dtype == np.int32 and ids.tolist() == expected
+        assert vocab.to_array(iter(lines)).tolist() == expected
+
+
 def test_vocab_round_trip_and_digest(tmp_path):
     v = Vocab.build([["x", "y", "<unk>"]])
     assert "<unk>" not in v.itos[2:]  # a corpus' literal <unk> is our <unk>

@@ -328,17 +328,6 @@ def test_modified_kn_fallback_warns_and_names_the_option():
         NgramLM.fit([["a", "b"], ["b"]], 2, "modified_kn", discount_fallback=[0.5, 1, 1.5])
 
 
-def test_counting_in_chunks_gives_the_same_model(monkeypatch):
-    import ngram.counting
-
-    sents = [s.split() for s in TEXT] * 7
-    whole = NgramLM.fit(sents, 3, "witten_bell")
-    monkeypatch.setattr(ngram.counting, "CHUNK", 5)
-    chunked = NgramLM.fit(sents, 3, "witten_bell")
-    for a, b in zip(whole.logp, chunked.logp):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_package_never_imports_torch():
     import subprocess
     import sys

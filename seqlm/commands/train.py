@@ -30,6 +30,8 @@ from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
 from seqlm.tracking import log_final, make_loggers
 
+PROGRESS_EVERY = 10  # training steps per redraw of the progress bar
+
 
 def train(
     cfg: DictConfig,
@@ -90,16 +92,18 @@ def train(
 
 
 def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Count on the train split, evaluate val and test, write model.npz (+ model.arpa)."""
+    """Count on the train split, evaluate val and test, write model.npz (+ model.arpa unless
+    ``model.write_arpa=false``: the npz is the exact format, the ARPA file an export)."""
     started = time.perf_counter()
     data = prepared_data(cfg.data, "stream", run_dir)
-    scorer = fit_ngram(build("model", cfg.model, _convert_="all"), data, _container(cfg))
+    fit_options = {k: v for k, v in _container(cfg)["model"].items() if k != "write_arpa"}
+    scorer = fit_ngram(build("model", fit_options, _convert_="all"), data, _container(cfg))
     train_s = time.perf_counter() - started
     evaluation = scorer.evaluate(data)
     facts = {
         "time/train_s": train_s,
         "count/tokens_per_s": len(data.ids["train"]) / train_s,  # counting and smoothing
-        "checkpoint": str(scorer.save(run_dir)),
+        "checkpoint": str(scorer.save(run_dir, arpa=cfg.model.get("write_arpa", True))),
         "time/total_s": time.perf_counter() - started,
     }
     metrics = run_metrics(scorer.describe(), evaluation, facts)

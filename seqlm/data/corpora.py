@@ -1,15 +1,18 @@
-"""Corpora: each gives train/valid/test as lists of tokenized lines.
+"""Corpora: each gives train/valid/test as streams of tokenized lines.
 
-Every corpus is a small class with ``lines(split)``; ``make_corpus`` is the one place that maps
-a ``data.name`` to a class.
+Every corpus is a small class with ``lines(split)``, an iterator (a 100M-token corpus is never
+held as Python strings at once); ``make_corpus`` is the one place that maps a ``data.name`` to a
+class.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +52,39 @@ def split_lines(text: str) -> list[str]:
     return text.splitlines()
 
 
+def iter_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (or ``.gz`` of one) as ``split_lines`` gives them, read
+    one at a time, with the same one-line errors as ``read_text``. Checks the file at once;
+    decoding errors surface while iterating."""
+    if not path.exists():
+        raise SeqlmError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeqlmError(f"{path}: is a folder, expected a text file")
+    return _lines_of(path)
+
+
+def _lines_of(path: Path) -> Iterator[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset, blank = 0, True
+    try:
+        with opener(path, "rb") as f:
+            for raw in f:  # split at b"\n" only; splitlines() below does CR, U+2028, ...
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    at = offset + e.start
+                    raise SeqlmError(
+                        f"{path}: not UTF-8 (byte {at}: {raw[e.start : e.start + 1]!r})"
+                    ) from None
+                offset += len(raw)
+                blank = blank and not line.strip()
+                yield from line.splitlines()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise SeqlmError(f"{path}: cannot read ({e})") from None
+    if blank:
+        raise SeqlmError(f"{path}: is empty")
+
+
 def locate(corpus: str, fname: str, root: str | None, url: str, sha256: str) -> Path:
     """``fname`` (or ``fname.gz``) in ``root``; without a root, in the cache, else downloaded
     there once and checked against ``sha256``."""
@@ -85,9 +121,8 @@ class FileCorpus:
     def sources(self) -> list[Path]:
         return [self.path(s) for s in SPLITS]
 
-    def lines(self, split: str) -> list[list[str]]:
-        tok = get_tokenizer(self.tokenizer)
-        return [tok(line) for line in split_lines(read_text(self.path(split)))]
+    def lines(self, split: str) -> Iterator[list[str]]:
+        return map(get_tokenizer(self.tokenizer), iter_lines(self.path(split)))
 
 
 PTB_SHA256 = {
@@ -185,11 +220,11 @@ class Hongloumeng:
             raise SeqlmError(f"{self.path()}: found {len(chapters)} chapter headings, not 120")
         return chapters
 
-    def lines(self, split: str) -> list[list[str]]:
+    def lines(self, split: str) -> Iterator[list[str]]:
         a, b = self.chapters
         picked = {"train": slice(0, a), "valid": slice(a, b), "test": slice(b, 120)}[split]
         tok = get_tokenizer(self.tokenizer)
-        return [tok(p) for chapter in self.by_chapter()[picked] for p in chapter]
+        return iter([tok(p) for chapter in self.by_chapter()[picked] for p in chapter])
 
 
 @dataclass
@@ -205,7 +240,7 @@ class TextCorpus:
     fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """Fractions of lines for train/valid/test when only ``path`` is given."""
     tokenizer: str = "whitespace"
-    _split_cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _counted: int | None = field(default=None, repr=False)  # lines in all files
 
     def __post_init__(self):
         given = [self.train, self.valid, self.test]
@@ -237,29 +272,30 @@ class TextCorpus:
             return self._files()
         return [Path(x).expanduser() for x in (self.train, self.valid, self.test)]
 
-    def _raw_lines(self, split: str) -> list[str]:
-        if self.path is None:
-            return split_lines(read_text(Path(getattr(self, split)).expanduser()))
-        if not self._split_cache:
-            lines = [ln for f in self._files() for ln in split_lines(read_text(f))]
-            n = len(lines)
-            n_train = int(n * self.fractions[0])
-            n_valid = int(n * self.fractions[1])
-            if min(n_train, n_valid, n - n_train - n_valid) < 1:
-                raise SeqlmError(
-                    f"data.path={self.path!r}: {n} lines are too few to split "
-                    f"by {list(self.fractions)}"
-                )
-            self._split_cache.update(
-                train=lines[:n_train],
-                valid=lines[n_train : n_train + n_valid],
-                test=lines[n_train + n_valid :],
-            )
-        return self._split_cache[split]
+    def _all_lines(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(iter_lines(f) for f in self._files())
 
-    def lines(self, split: str) -> list[list[str]]:
-        tok = get_tokenizer(self.tokenizer)
-        return [tok(line) for line in self._raw_lines(split)]
+    def _raw_lines(self, split: str) -> Iterator[str]:
+        if self.path is None:
+            return iter_lines(Path(getattr(self, split)).expanduser())
+        if self._counted is None:  # one streaming pass to count; the split reads stream again
+            self._counted = sum(1 for _ in self._all_lines())
+        n = self._counted
+        n_train = int(n * self.fractions[0])
+        n_valid = int(n * self.fractions[1])
+        if min(n_train, n_valid, n - n_train - n_valid) < 1:
+            raise SeqlmError(
+                f"data.path={self.path!r}: {n} lines are too few to split by {list(self.fractions)}"
+            )
+        start, stop = {
+            "train": (0, n_train),
+            "valid": (n_train, n_train + n_valid),
+            "test": (n_train + n_valid, n),
+        }[split]
+        return itertools.islice(self._all_lines(), start, stop)
+
+    def lines(self, split: str) -> Iterator[list[str]]:
+        return map(get_tokenizer(self.tokenizer), self._raw_lines(split))
 
 
 @dataclass
@@ -283,8 +319,8 @@ class AgreementCorpus:
     def sources(self) -> list[Path]:
         return []
 
-    def lines(self, split: str) -> list[list[str]]:
-        return [s.words for s in self.sentences(split)]
+    def lines(self, split: str) -> Iterator[list[str]]:
+        return (s.words for s in self.sentences(split))
 
     def ppl_floor(self, split: str) -> float:
         """exp of the grammar's NLL per token: no model can do better on this split but by luck."""

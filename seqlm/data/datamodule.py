@@ -101,7 +101,11 @@ class LMData(pl.LightningDataModule):
             for path in self.corpus.sources():
                 if not path.is_file():
                     raise SeqlmError(f"{path}: no such file")
-                h.update(hashlib.sha256(path.read_bytes()).digest())
+                file_hash = hashlib.sha256()
+                with path.open("rb") as f:  # in blocks: a corpus may be larger than memory
+                    while block := f.read(1 << 20):
+                        file_hash.update(block)
+                h.update(file_hash.digest())
             h.update(self.corpus.tokenizer.encode())
         h.update(repr((self.name, self.min_freq, self.max_size)).encode())
         return h.hexdigest()[:24]
@@ -117,9 +121,12 @@ class LMData(pl.LightningDataModule):
                 self.vocab = Vocab(json.loads(str(z["vocab"])))
                 self.ids = {s: z[s] for s in SPLITS}
             return
-        lines = {s: self.corpus.lines(s) for s in SPLITS}
-        self.vocab = Vocab.build(lines["train"], self.min_freq, self.max_size)
-        self.ids = {s: self.vocab.to_array(lines[s]) for s in SPLITS}
+        # one streaming pass over train (vocabulary and ids together), one over each other split
+        self.vocab, train = Vocab.build_encoded(
+            self.corpus.lines("train"), self.min_freq, self.max_size
+        )
+        self.ids = {"train": train}
+        self.ids.update({s: self.vocab.to_array(self.corpus.lines(s)) for s in SPLITS[1:]})
         if self.use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{key}.tmp.npz")

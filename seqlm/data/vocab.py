@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from seqlm.errors import SeqlmError
 
 UNK = "<unk>"
 EOS = "<eos>"
+BLOCK = 1 << 22  # ids processed at once by the whole-corpus passes
 
 
 class Vocab:
@@ -37,19 +39,40 @@ class Vocab:
     ) -> Vocab:
         """Count the training split's tokens; keep those seen ``min_freq`` times or more, at
         most ``max_size`` entries in all (the two specials included)."""
+        return cls.build_encoded(lines, min_freq, max_size)[0]
+
+    @classmethod
+    def build_encoded(
+        cls, lines: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None
+    ) -> tuple[Vocab, np.ndarray]:
+        """``build`` and ``to_array`` of the same lines in one streaming pass: each token gets
+        an id in order of first appearance, the ids are counted with ``bincount``, and a
+        permutation renumbers them by falling frequency (ties by first appearance, as
+        ``Counter.most_common`` orders them). Memory: the int32 ids and one entry per type."""
         if min_freq < 1:
             raise SeqlmError(f"data.min_freq={min_freq} must be >= 1")
         if max_size is not None and max_size < 3:
             raise SeqlmError(f"data.max_size={max_size} must be >= 3 (two specials and a word)")
-        counts: Counter[str] = Counter()
-        for line in lines:
-            counts.update(line)
-        counts.pop(UNK, None)  # a corpus' literal <unk> (PTB has one) is our <unk>
-        counts.pop(EOS, None)
-        words = [w for w, c in counts.most_common() if c >= min_freq]  # stable for ties
+        first: defaultdict[str, int] = defaultdict()
+        first.default_factory = first.__len__  # an unseen token gets the next id
+        first[UNK], first[EOS] = 0, 1  # a corpus' literal <unk> (PTB has one) is our <unk>
+        raw = _encode(lines, first.__getitem__)
+        counts = np.zeros(len(first), dtype=np.int64)
+        for a in range(0, len(raw), BLOCK):  # bincount copies to int64: a block at a time
+            counts += np.bincount(raw[a : a + BLOCK], minlength=len(first))
+        counts[:2] = 0
+        # words by falling count, ties by first appearance (a stable sort of -count)
+        order = np.argsort(-counts[2:], kind="stable") + 2
+        order = order[counts[order] >= min_freq]
         if max_size is not None:
-            words = words[: max_size - 2]
-        return cls([UNK, EOS, *words])
+            order = order[: max_size - 2]
+        renumber = np.zeros(len(first), dtype=np.int32)  # dropped words -> <unk>
+        renumber[1] = 1
+        renumber[order] = np.arange(2, len(order) + 2, dtype=np.int32)
+        for a in range(0, len(raw), BLOCK):  # in place, in blocks: no second corpus-sized array
+            raw[a : a + BLOCK] = renumber[raw[a : a + BLOCK]]
+        types = np.asarray(list(first), dtype=object)
+        return cls([UNK, EOS, *types[order].tolist()]), raw
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -85,11 +108,30 @@ class Vocab:
         except (OSError, ValueError) as e:
             raise SeqlmError(f"{path}: not a seqlm vocabulary ({e})") from None
 
-    def to_array(self, lines: list[list[str]]) -> np.ndarray:
+    def to_array(self, lines: Iterable[list[str]]) -> np.ndarray:
         """All lines as one int32 id stream, each line followed by ``<eos>``."""
-        get = self.stoi.get
-        out = []
-        for line in lines:
-            out.extend(get(t, 0) for t in line)
-            out.append(1)
-        return np.asarray(out, dtype=np.int32)
+        return _encode(lines, _OrUnk(self.stoi).__getitem__)
+
+
+class _OrUnk(dict):
+    """token -> id, and 0 (``<unk>``) for a token not in the vocabulary, at C speed for hits."""
+
+    def __missing__(self, token: str) -> int:
+        return 0
+
+
+def _encode(lines: Iterable[list[str]], id_of) -> np.ndarray:
+    """int32 ids of every token, ``<eos>`` (1) after each line, built in blocks of lines so
+    that no Python list of the whole corpus exists."""
+    blocks, it = [], iter(lines)
+    while block := list(itertools.islice(it, 20_000)):
+        tokens = itertools.chain.from_iterable(itertools.chain(ln, (EOS,)) for ln in block)
+        blocks.append(np.fromiter(map(id_of, tokens), dtype=np.int32))
+    out = np.empty(sum(len(b) for b in blocks), dtype=np.int32)
+    at = 0
+    blocks.reverse()
+    while blocks:  # each block is freed once copied: the ids are held about once, not twice
+        b = blocks.pop()
+        out[at : at + len(b)] = b
+        at += len(b)
+    return out

@@ -121,13 +121,14 @@ class NgramScorer(Scorer):
             ),
         }
 
-    def save(self, run_dir: Path) -> Path:
-        """``model.npz`` (exact, any smoothing) and, for the backoff-form methods,
-        ``model.arpa``; returns the npz's path."""
+    def save(self, run_dir: Path, arpa: bool = True) -> Path:
+        """``model.npz`` (exact, any smoothing) and, for the backoff-form methods and if
+        ``arpa``, ``model.arpa``; returns the npz's path."""
         self.model.save(run_dir / "model.npz")
         # additive, MLE and stupid backoff have no ARPA form; model.npz holds every model exactly
-        with contextlib.suppress(NgramError):
-            write_arpa(self.model, run_dir / "model.arpa")
+        if arpa:
+            with contextlib.suppress(NgramError):
+                write_arpa(self.model, run_dir / "model.arpa")
         return run_dir / "model.npz"
 
 
