@@ -1,12 +1,18 @@
-"""Training throughput of seqlm against a plain PyTorch loop, on the same model and data.
+"""Training throughput of seqlm against a plain PyTorch loop, on the same model and data,
+timed as what the user waits for.
 
-    python benchmarks/throughput.py --ptb ../shared/data/ptb [--steps 300] [--rounds 3]
+    python benchmarks/throughput.py --ptb ../shared/data/ptb [--steps 600] [--base 60] \
+        [--rounds 3] [-- extra overrides for seqlm]
 
 Both train a 2x200 LSTM (embedding 200) on PTB with bptt 35, batch 20, SGD lr 20, gradient
 clipping at 0.25, state carried and detached between windows. The plain loop is written here,
-independently of seqlm. Each round times ``--steps`` optimizer steps after ``--warmup`` steps,
-for both, in alternating order; tokens/s is input tokens per second of training-loop wall
-time. Prints both, and the median ratio seqlm / plain.
+independently of seqlm, and timed over ``--steps`` optimizer steps after ``--base`` steps,
+its own batching included. seqlm is timed as whole processes, with its defaults (W&B offline,
+checkpoints, the progress bar): ``python -m seqlm train ... trainer.max_steps=BASE+STEPS``
+minus ``trainer.max_steps=BASE``, so that start-up, data loading, the test pass and the final
+checkpoint cancel and everything between batches (the loader, Lightning's loop, logging,
+periodic checkpoints) is counted. Rounds alternate which runs first; the figure is the median
+ratio seqlm / plain.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import argparse
 import gzip
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-STEPS_DEFAULT, WARMUP_DEFAULT = 300, 20
+STEPS_DEFAULT, BASE_DEFAULT = 600, 60  # 600 steps: ~100 s, against ~2 s of start-up noise
 B, BPTT, H = 20, 35, 200
 
 
@@ -36,7 +44,7 @@ def read_ptb_train(root: Path) -> list[str]:
     return [w for line in text.splitlines() for w in [*line.split(), "<eos>"]]
 
 
-def plain_loop(words: list[str], steps: int, warmup: int) -> float:
+def plain_loop(words: list[str], steps: int, base: int) -> float:
     """The baseline: pytorch/examples-style, nothing but torch."""
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     data = torch.tensor([vocab[w] for w in words])
@@ -60,9 +68,9 @@ def plain_loop(words: list[str], steps: int, warmup: int) -> float:
     opt = torch.optim.SGD(net.parameters(), lr=20.0)
     state, start = None, None
     for step, i in enumerate(range(0, n - BPTT, BPTT)):
-        if step == warmup:
+        if step == base:
             start = time.perf_counter()
-        if step == warmup + steps:
+        if step == base + steps:
             break
         if state is not None:
             state = tuple(s.detach() for s in state)
@@ -75,73 +83,61 @@ def plain_loop(words: list[str], steps: int, warmup: int) -> float:
     return steps * B * BPTT / (time.perf_counter() - start)
 
 
-def seqlm_loop(root: Path, steps: int, warmup: int) -> float:
-    import pytorch_lightning as pl
-    from hydra import compose, initialize_config_module
+def seqlm_process(root: Path, max_steps: int, run_dir: Path, overrides: list[str]) -> float:
+    """Wall time of one whole ``python -m seqlm train`` process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqlm",
+        "train",
+        "model=lstm",
+        "model.emb_size=200",
+        "model.hidden_size=200",
+        "model.num_layers=2",
+        "data=ptb",
+        f"data.root={root}",
+        f"data.batch_size={B}",
+        f"data.bptt={BPTT}",
+        "optim=sgd",
+        "trainer.accelerator=cpu",
+        f"trainer.max_steps={max_steps}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
-    from seqlm.commands.train import train
 
-    class Timer(pl.Callback):
-        """Wall time of training batches warmup .. warmup+steps-1 (forward to optimizer step)."""
-
-        def __init__(self):
-            self.batches, self.start, self.seconds = 0, 0.0, float("nan")
-
-        def on_train_batch_start(self, *args):
-            if self.batches == warmup:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, *args):
-            self.batches += 1
-            if self.batches == warmup + steps:
-                self.seconds = time.perf_counter() - self.start
-
-    timer = Timer()
-    with initialize_config_module("seqlm.conf", version_base="1.3"):
-        cfg = compose(
-            "train",
-            [
-                "model=lstm",
-                "model.emb_size=200",
-                "model.hidden_size=200",
-                "model.num_layers=2",
-                "data=ptb",
-                f"data.root={root}",
-                f"data.batch_size={B}",
-                f"data.bptt={BPTT}",
-                "optim=sgd",
-                "trainer.accelerator=cpu",
-                f"trainer.max_steps={warmup + steps}",
-                "trainer.enable_progress_bar=false",
-                "logger=none",
-                "+trainer.limit_val_batches=0",
-            ],
-        )
+def seqlm_loop(root: Path, steps: int, base: int, overrides: list[str]) -> float:
+    """Tokens/s of the ``steps`` extra steps: the difference of two whole processes."""
     with tempfile.TemporaryDirectory() as out:
-        train(cfg, run_dir=Path(out), callbacks=[timer], evaluate=False)
-    return steps * B * BPTT / timer.seconds
+        short = seqlm_process(root, base, Path(out) / "short", overrides)
+        long = seqlm_process(root, base + steps, Path(out) / "long", overrides)
+    return steps * B * BPTT / (long - short)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ptb", required=True, type=Path)
     ap.add_argument("--steps", type=int, default=STEPS_DEFAULT)
-    ap.add_argument("--warmup", type=int, default=WARMUP_DEFAULT)
+    ap.add_argument("--base", type=int, default=BASE_DEFAULT)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for seqlm")
     args = ap.parse_args()
     words = read_ptb_train(args.ptb)
     plain, ours = [], []
     for r in range(args.rounds):
-        first, second = (plain_loop, seqlm_loop) if r % 2 == 0 else (seqlm_loop, plain_loop)
-        for fn in (first, second):
-            if fn is plain_loop:
-                plain.append(plain_loop(words, args.steps, args.warmup))
-            else:
-                ours.append(seqlm_loop(args.ptb, args.steps, args.warmup))
+        if r % 2 == 0:
+            plain.append(plain_loop(words, args.steps, args.base))
+        ours.append(seqlm_loop(args.ptb, args.steps, args.base, args.overrides))
+        if r % 2 == 1:
+            plain.append(plain_loop(words, args.steps, args.base))
+        print(f"round {r + 1}: plain {plain[-1]:.0f} tokens/s, seqlm {ours[-1]:.0f} tokens/s")
     ratios = [o / p for o, p in zip(ours, plain)]
     print(
-        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}"
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
     )
     for name, xs in (("plain loop", plain), ("seqlm", ours), ("ratio", ratios)):
         runs = ", ".join(f"{x:.3g}" for x in xs)

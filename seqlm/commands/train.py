@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
@@ -121,10 +121,17 @@ def make_trainer(cfg: DictConfig, run_dir: Path, extra: list | None):
     loggers = make_loggers(cfg, run_dir)
     user = [build(f"callbacks.{k}", c) for k, c in (cfg.get("callbacks") or {}).items()]
     monitor = [LearningRateMonitor(logging_interval="step")] if loggers else []  # train/lr
+    callbacks = [*ckpts, History(run_dir / "history.jsonl"), *monitor, *user, *(extra or [])]
+    if cfg.trainer.get("enable_progress_bar", True) and not any(
+        isinstance(c, ProgressBar) for c in callbacks
+    ):
+        # Lightning's bar redraws every step; on a small model that is ~1% of the step, and
+        # W&B's console capture copies every redraw. Ten steps a redraw is still live.
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY))
     trainer: pl.Trainer = build(
         "trainer",
         cfg.trainer,
-        callbacks=[*ckpts, History(run_dir / "history.jsonl"), *monitor, *user, *(extra or [])],
+        callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
