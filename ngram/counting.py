@@ -124,12 +124,6 @@ def keys_at(stream: np.ndarray, ends: np.ndarray, k: int, base: int) -> np.ndarr
     return key
 
 
-def merge_counts(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum the counts of equal keys; keys come back sorted."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
-
-
 def _dedup_sorted(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum the counts of equal neighbours of an already sorted key array."""
     if not len(keys):
@@ -151,11 +145,8 @@ class RunCounter:
         self.held = 0
         self.spilled: list[Path] = []
 
-    def add(self, keys: np.ndarray, counts: np.ndarray | None = None) -> None:
-        if counts is None:
-            u, c = np.unique(keys, return_counts=True)
-        else:
-            u, c = merge_counts(keys, counts)
+    def add(self, keys: np.ndarray) -> None:
+        u, c = np.unique(keys, return_counts=True)
         self.runs.append((u, c.astype(np.int64)))
         self.held += u.nbytes + c.nbytes
         if self.held > self.held_bytes:
@@ -188,16 +179,16 @@ class RunCounter:
             return self._merged_held()
         if self.runs:
             self._spill()
-        out = self.spill_dir / f"{self.name}-merged.bin"
+        merged = [self.spill_dir / f"{self.name}-merged.{part}" for part in ("keys", "counts")]
         # a round holds every run's buffer (16 bytes a key) and ~3 copies while sorting them
         block = max(1024, self.held_bytes // (16 * 4 * len(self.spilled)))
-        n = _merge_files(self.spilled, out, block)
+        _merge_files(self.spilled, *merged, block)
         for p in self.spilled:
             p.unlink()
         self.spilled = []
-        keys = np.fromfile(out, dtype=np.int64, count=n)
-        counts = np.fromfile(out, dtype=np.int64, count=n, offset=8 * n)
-        out.unlink()
+        keys, counts = (np.fromfile(p, dtype=np.int64) for p in merged)
+        for p in merged:
+            p.unlink()
         return keys, counts
 
 
@@ -232,14 +223,12 @@ class _Run:
         self.f.close()
 
 
-def _merge_files(paths: list[Path], out: Path, block: int) -> int:
-    """k-way merge of sorted runs: each round takes from every buffer the keys up to the
-    smallest last key among the buffers that do not yet hold their run's end (all keys up to
-    it are then in the buffers), sums equal keys, and appends them. Returns the keys written."""
+def _merge_files(paths: list[Path], keys_path: Path, counts_path: Path, block: int) -> None:
+    """k-way merge of sorted runs into ``keys_path`` and ``counts_path``: each round takes from
+    every buffer the keys up to the smallest last key among the buffers that do not yet hold
+    their run's end (all keys up to it are then in the buffers), and sums equal keys."""
     runs = [_Run(p, block) for p in paths]
-    keys_tmp, counts_tmp = out.with_suffix(".keys"), out.with_suffix(".counts")
-    n = 0
-    with open(keys_tmp, "wb") as fk, open(counts_tmp, "wb") as fc:
+    with open(keys_path, "wb") as fk, open(counts_path, "wb") as fc:
         while any(len(r.keys) for r in runs):
             open_ends = [r.keys[-1] for r in runs if not r.whole and len(r.keys)]
             bound = min(open_ends) if open_ends else None
@@ -256,16 +245,8 @@ def _merge_files(paths: list[Path], out: Path, block: int) -> int:
             keys, counts = _dedup_sorted(keys[order], np.concatenate(cs)[order])
             keys.tofile(fk)
             counts.tofile(fc)
-            n += len(keys)
     for r in runs:
         r.close()
-    with open(out, "wb") as f:  # keys then counts, as the runs
-        for part in (keys_tmp, counts_tmp):
-            with open(part, "rb") as src:
-                while chunk := src.read(1 << 24):
-                    f.write(chunk)
-            part.unlink()
-    return n
 
 
 def count_ngrams(
