@@ -22,7 +22,7 @@ import numpy as np
 
 from ngram.counting import check_fits
 from ngram.errors import NgramError
-from ngram.model import BOS, EOS, UNK, NgramLM, _progress
+from ngram.model import BOS, EOS, UNK, NgramLM, progress_bar
 
 WRITE_BLOCK = 1 << 16  # n-grams formatted at once
 
@@ -47,7 +47,7 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     total = sum(len(k) for k in model.keys)
-    bar = _progress(f"writing {path.name}", total, "n-gram", total >= 1 << 22)
+    bar = progress_bar(f"writing {path.name}", total, "n-gram", total >= 1 << 22)
     with opener(path, "wt", encoding="utf-8") as f:
         f.write("\\data\\\n")
         for k, keys in enumerate(model.keys, 1):
@@ -125,7 +125,7 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         raise lines.bad("no 'ngram N=COUNT' lines after \\data\\")
     model: NgramLM | None = None
     stoi: dict[str, int] = {}
-    bar = _progress(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes) >= 1 << 22)
+    bar = progress_bar(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes) >= 1 << 22)
     for k, size in enumerate(sizes, 1):
         while line is not None and not line.strip():
             line = lines.next()
@@ -137,10 +137,18 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
             keys = np.asarray([stoi[w[0]] for w in unigrams], dtype=np.int64)
         else:
             keys, logp, bow = _section(lines, k, size, stoi, model.base)
-        order_idx = np.argsort(keys, kind="stable")
-        model.keys.append(keys[order_idx])
-        model.logp.append(logp[order_idx] * LN10)
-        model.logbow.append(bow[order_idx] * LN10)
+        if np.any(keys[1:] < keys[:-1]):  # our own files come sorted; sort others
+            order_idx = np.argsort(keys, kind="stable")
+            keys = keys[order_idx]  # one array at a time: each old one is freed at once
+            logp = logp[order_idx]
+            bow = bow[order_idx]
+            del order_idx
+        logp *= LN10
+        bow *= LN10
+        model.keys.append(keys)
+        model.logp.append(logp)
+        model.logbow.append(bow)
+        del keys, logp, bow
         if bar is not None:
             bar.update(size)
         line = lines.next()

@@ -25,7 +25,7 @@ ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smo
 SCORE_BLOCK = 1 << 20  # tokens scored at once: whole lines, so blocks do not change a score
 
 
-def _progress(what: str, total: int, unit: str, large: bool):
+def progress_bar(what: str, total: int, unit: str, large: bool):
     """A progress bar (shown on a terminal) for long work, else None."""
     if not large:
         return None
@@ -110,7 +110,7 @@ class NgramLM:
         large = len(ids) >= 1 << 22
 
         def bar(chunks: int):
-            return _progress(f"counting {order}-grams", chunks, "chunk", large)
+            return progress_bar(f"counting {order}-grams", chunks, "chunk", large)
 
         raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
         model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM))
