@@ -47,7 +47,7 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     total = sum(len(k) for k in model.keys)
-    bar = progress_bar(f"writing {path.name}", total, "n-gram", total >= 1 << 22)
+    bar = progress_bar(f"writing {path.name}", total, "n-gram", total)
     with opener(path, "wt", encoding="utf-8") as f:
         f.write("\\data\\\n")
         for k, keys in enumerate(model.keys, 1):
@@ -125,7 +125,7 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         raise lines.bad("no 'ngram N=COUNT' lines after \\data\\")
     model: NgramLM | None = None
     stoi: dict[str, int] = {}
-    bar = progress_bar(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes) >= 1 << 22)
+    bar = progress_bar(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes))
     for k, size in enumerate(sizes, 1):
         while line is not None and not line.strip():
             line = lines.next()

@@ -25,9 +25,13 @@ ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smo
 SCORE_BLOCK = 1 << 20  # tokens scored at once: whole lines, so blocks do not change a score
 
 
-def progress_bar(what: str, total: int, unit: str, large: bool):
-    """A progress bar (shown on a terminal) for long work, else None."""
-    if not large:
+LARGE = 1 << 22  # tokens or n-grams from which counting, reading and writing show a bar
+
+
+def progress_bar(what: str, total: int, unit: str, work: int):
+    """A progress bar (shown on a terminal) when ``work`` (tokens, n-grams) is large, else
+    None."""
+    if work < LARGE:
         return None
     try:
         from tqdm import tqdm
@@ -107,10 +111,9 @@ class NgramLM:
             raise NgramError("no tokens to count")
         if ids[-1] != eos_id:
             ids = np.append(ids, eos_id)  # a last line without its end marker
-        large = len(ids) >= 1 << 22
 
         def bar(chunks: int):
-            return progress_bar(f"counting {order}-grams", chunks, "chunk", large)
+            return progress_bar(f"counting {order}-grams", chunks, "chunk", len(ids))
 
         raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
         model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM))
@@ -163,7 +166,7 @@ class NgramLM:
                 starts_bos = keys // base ** (k - 1) == self.bos_id
                 counts[k - 1] = _narrow(np.where(starts_bos, counts[k - 1], cont))
         if method in sm.UNIFORM:
-            return self._estimate_uniform(list(zip(keys_of, counts)), counts, params)
+            return self._estimate_uniform(keys_of, counts, params)
 
         prev_logp = None  # log p of the order below, aligned with its keys
         for k in range(1, N + 1):
@@ -223,12 +226,12 @@ class NgramLM:
                 logp[a:b] = np.log(p)
         return logp
 
-    def _estimate_uniform(self, raw, counts, params) -> None:
+    def _estimate_uniform(self, keys_of, counts, params) -> None:
         """Additive and MLE: the order-N estimate for each full context, uniform elsewhere."""
         N, V, base = self.order, self.vocab_size, self.base
         self._uniform = []
         for k in range(1, N + 1):
-            keys, c = raw[k - 1][0], counts[k - 1]
+            keys, c = keys_of[k - 1], counts[k - 1]
             predicted = keys % base != self.bos_id
             kp, cp = keys[predicted], c[predicted]
             if k == 1:

@@ -96,8 +96,9 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``model.write_arpa=false``: the npz is the exact format, the ARPA file an export)."""
     started = time.perf_counter()
     data = prepared_data(cfg.data, "stream", run_dir)
-    fit_options = {k: v for k, v in _container(cfg)["model"].items() if k != "write_arpa"}
-    scorer = fit_ngram(build("model", fit_options, _convert_="all"), data, _container(cfg))
+    container = _container(cfg)
+    fit_options = {k: v for k, v in container["model"].items() if k != "write_arpa"}
+    scorer = fit_ngram(build("model", fit_options, _convert_="all"), data, container)
     train_s = time.perf_counter() - started
     evaluation = scorer.evaluate(data)
     facts = {
@@ -107,7 +108,7 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "time/total_s": time.perf_counter() - started,
     }
     metrics = run_metrics(scorer.describe(), evaluation, facts)
-    log_final(make_loggers(cfg, run_dir), _container(cfg), metrics)
+    log_final(make_loggers(cfg, run_dir), container, metrics)
     return finish(run_dir, metrics)
 
 
