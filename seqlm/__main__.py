@@ -7,7 +7,7 @@ import os
 import sys
 
 from seqlm.commands import COMMANDS, POSITIONAL
-from seqlm.conf import choices, is_group
+from seqlm.conf import choices, is_group, is_ngram_preset
 from seqlm.errors import SeqlmError
 from seqlm.launch import COMMAND_ENV, worker_argv
 from seqlm.quiet import silence_known_notices
@@ -32,6 +32,25 @@ def check_group_choices(args: list[str]) -> None:
         for v in (x.strip() for x in (value.strip("[]").split(",") if value else [])):
             if v and v not in known:
                 raise SeqlmError(f"{key}={v!r} is not one of {', '.join(known)}")
+
+
+def check_network_options(args: list[str]) -> None:
+    """Refuse a regulariser or NT-ASGD asked of an n-gram model in one line (Hydra's own
+    message for an unknown key is five lines and does not say why)."""
+    models = [a.partition("=")[2] for a in args if a.startswith("model=")]
+    if not models or not is_ngram_preset(models[-1]):
+        return
+    from seqlm.models.regularisers import OPTIONS
+
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        asked = key.startswith("model.") and key.removeprefix("model.") in OPTIONS
+        asked |= (key == "optim" and value == "nt_asgd") or key.startswith("optim.nonmono")
+        if asked:
+            raise SeqlmError(
+                f"{arg}: regularisers and NT-ASGD are for networks; model={models[-1]} is an "
+                "n-gram model (counts, no weights to drop or average)"
+            )
 
 
 def user_error(exc: BaseException | None) -> SeqlmError | None:
@@ -79,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = any(a in ("debug=true", "debug=True") for a in overrides)
     try:
         check_group_choices(overrides)
+        check_network_options(overrides)
     except SeqlmError as e:
         fail(str(e))
 

@@ -15,3 +15,17 @@ def is_group(key: str) -> bool:
 def choices(group: str) -> list[str]:
     """The presets a user can pick in ``group``."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def is_ngram_preset(name: str) -> bool:
+    """Whether ``model=name`` is an n-gram model (its preset targets the ``ngram`` package)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return False
+    node = OmegaConf.load(path)
+    if "_target_" in node:
+        return str(node._target_).startswith("ngram.")
+    bases = [b for b in node.get("defaults", []) if isinstance(b, str) and b != "_self_"]
+    return any(is_ngram_preset(b) for b in bases)  # a preset built on another one

@@ -15,22 +15,28 @@ import warnings
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.utils._pytree import tree_map
 
 from seqlm.errors import SeqlmError
+from seqlm.models.regularisers import (
+    LockedDropout,
+    activation_penalty,
+    contiguous_views,
+    dropout_mask,
+    embedding_dropout,
+)
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 NONLINEARITIES = ("tanh", "relu")
 
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+# (L, B, H), a pair of them for an LSTM; a tuple of each layer's own for a ``LayerStack``
+State = torch.Tensor | tuple | None
 
 
 def detach_state(state: State) -> State:
     """Cut the graph at a window boundary (truncated BPTT) but keep the values."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return tree_map(torch.Tensor.detach, state)
 
 
 @functools.cache
@@ -54,9 +60,16 @@ BF16_FALLBACK = (
 )
 
 
-def run_rnn(rnn: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-    """``rnn(x, state)``; an LSTM under CPU bfloat16 autocast that this CPU cannot run in
-    bfloat16 runs in float32 instead (said once, as a warning)."""
+def run_rnn(
+    rnn: nn.Module, x: torch.Tensor, state: State, weights: dict | None = None
+) -> tuple[torch.Tensor, State]:
+    """``rnn(x, state)``, with ``weights`` in place of its parameters when given; an LSTM under
+    CPU bfloat16 autocast that this CPU cannot run in bfloat16 runs in float32 instead (said
+    once, as a warning)."""
+
+    def call(x: torch.Tensor, state: State):
+        return rnn(x, state) if weights is None else functional_call(rnn, weights, (x, state))
+
     if (
         isinstance(rnn, nn.LSTM)
         and x.device.type == "cpu"
@@ -68,8 +81,8 @@ def run_rnn(rnn: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor
         with torch.autocast("cpu", enabled=False):
             if state is not None:
                 state = tuple(s.float() for s in state)
-            return rnn(x.float(), state)
-    return rnn(x, state)
+            return call(x.float(), state)
+    return call(x, state)
 
 
 def check_options(cell: str, nonlinearity: str, num_layers: int, dropouts: dict[str, float]):
@@ -101,6 +114,62 @@ def make_rnn(
     )
 
 
+class LayerStack(nn.Module):
+    """``len(sizes)`` single-layer recurrent modules, layer ``l`` of ``sizes[l]`` units reading
+    layer ``l - 1``; the same call as a multi-layer ``nn.LSTM``: ``(x, state) -> (outputs of
+    the last layer, state)``, the state a tuple of each layer's own state.
+
+    Args:
+        cell: a ``torch.nn`` recurrent class (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``).
+        input_size, sizes: the input's size and each layer's.
+        kwargs: extra arguments of every layer (the Elman ``nonlinearity``).
+        dropouth: locked dropout on the outputs of every layer but the last.
+        layer_dropout: ordinary dropout there, as ``nn.LSTM(dropout=)`` does it.
+        wdrop: DropConnect on every layer's ``weight_hh_l0`` in training.
+    """
+
+    def __init__(
+        self,
+        cell: type[nn.Module],
+        input_size: int,
+        sizes: list[int],
+        kwargs: dict,
+        dropouth: float,
+        layer_dropout: float,
+        wdrop: float,
+    ):
+        super().__init__()
+        ins = [input_size, *sizes[:-1]]
+        self.layers = nn.ModuleList(
+            cell(i, h, 1, batch_first=True, **kwargs) for i, h in zip(ins, sizes)
+        )
+        self.between = nn.Sequential(LockedDropout(dropouth), nn.Dropout(layer_dropout))
+        self.wdrop = wdrop
+
+    def layer_weights(self, layer: nn.Module) -> dict[str, torch.Tensor] | None:
+        """What replaces ``layer``'s parameters for one call: its ``W_hh`` times a fresh mask
+        (training with ``wdrop`` only, else ``None``: the parameters themselves)."""
+        if not self.training or self.wdrop == 0:
+            return None
+        names = layer._flat_weights_names
+        weights = {n: getattr(layer, n) for n in names}
+        w = weights["weight_hh_l0"]
+        weights["weight_hh_l0"] = w * dropout_mask(w, w.shape, self.wdrop)
+        if w.is_cuda:  # one buffer, as cuDNN wants it (see contiguous_views)
+            weights = dict(zip(names, contiguous_views([weights[n] for n in names])))
+        return weights
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None):
+        states = []
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = self.between(x)
+            s = None if state is None else state[i]
+            x, s = run_rnn(layer, x, s, self.layer_weights(layer))
+            states.append(s)
+        return x, tuple(states)
+
+
 class RecurrentLM(nn.Module):
     """Embedding -> ``num_layers`` recurrent layers -> linear decoder. The shipped defaults of
     every argument but ``vocab_size`` are in ``conf/model/rnn.yaml`` (one source).
@@ -115,8 +184,20 @@ class RecurrentLM(nn.Module):
         emb_dropout: dropout on the word vectors.
         layer_dropout: dropout between stacked layers.
         out_dropout: dropout on the top layer's states before the decoder.
-        tie_weights: decoder shares the embedding matrix (Press & Wolf 2017; needs
-            ``emb_size == hidden_size``).
+        tie_weights: decoder shares the embedding matrix (Press & Wolf 2017; needs the last
+            layer's size to equal ``emb_size``).
+
+    AWD-LSTM's regularisers (``seqlm.models.regularisers``; all off at their defaults):
+        hidden_sizes: each layer's size (``[1150, 1150, 400]``) instead of ``hidden_size``.
+        dropoute: drop whole word types from the embedding matrix.
+        dropouti, dropouth, dropout: locked (variational) dropout on the word vectors, between
+            layers and on the last layer's outputs.
+        wdrop: DropConnect on each layer's hidden-to-hidden matrix.
+        alpha, beta: AR and TAR on the last layer's outputs; ``penalty`` holds their sum after
+            a training forward pass (the training loss adds it).
+
+    The layers are one multi-layer module (one fused kernel call) unless ``hidden_sizes``,
+    ``dropouth`` or ``wdrop`` need them one by one (``LayerStack``).
     """
 
     layout = "stream"
@@ -134,28 +215,53 @@ class RecurrentLM(nn.Module):
         layer_dropout: float,
         out_dropout: float,
         tie_weights: bool,
+        hidden_sizes: list[int] | None,
+        dropoute: float,
+        dropouti: float,
+        dropouth: float,
+        dropout: float,
+        wdrop: float,
+        alpha: float,
+        beta: float,
     ):
         super().__init__()
-        check_options(
-            cell,
-            nonlinearity,
-            num_layers,
-            {
-                "emb_dropout": emb_dropout,
-                "layer_dropout": layer_dropout,
-                "out_dropout": out_dropout,
-            },
-        )
-        if tie_weights and emb_size != hidden_size:
+        dropouts = {
+            "emb_dropout": emb_dropout,
+            "layer_dropout": layer_dropout,
+            "out_dropout": out_dropout,
+            "dropoute": dropoute,
+            "dropouti": dropouti,
+            "dropouth": dropouth,
+            "dropout": dropout,
+            "wdrop": wdrop,
+        }
+        check_options(cell, nonlinearity, num_layers, dropouts)
+        sizes = layer_sizes(hidden_size, num_layers, hidden_sizes)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value < 0:
+                raise SeqlmError(f"model.{name}={value} must be >= 0")
+        if tie_weights and emb_size != sizes[-1]:
+            which = "hidden_sizes[-1]" if hidden_sizes is not None else "hidden_size"
             raise SeqlmError(
                 f"model.tie_weights=true needs model.emb_size ({emb_size}) == "
-                f"model.hidden_size ({hidden_size})"
+                f"model.{which} ({sizes[-1]})"
             )
-        self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
+        self.cell, self.num_layers, self.hidden_size = cell, num_layers, sizes[-1]
         self.embedding = nn.Embedding(vocab_size, emb_size)
-        self.rnn = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
+        if hidden_sizes is None and dropouth == 0 and wdrop == 0:
+            self.rnn = make_rnn(
+                cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout
+            )
+        else:
+            kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+            self.rnn = LayerStack(
+                CELLS[cell], emb_size, sizes, kwargs, dropouth, layer_dropout, wdrop
+            )
+        self.decoder = nn.Linear(sizes[-1], vocab_size)
         self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
+        self.dropoute, self.alpha, self.beta = dropoute, alpha, beta
+        self.lock_in, self.lock_out = LockedDropout(dropouti), LockedDropout(dropout)
+        self.penalty: torch.Tensor | None = None  # AR + TAR of the last training forward
         # As pytorch/examples' word_language_model: small uniform embedding and decoder; the
         # recurrent weights keep torch's U(-1/sqrt(H), 1/sqrt(H)).
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -167,6 +273,24 @@ class RecurrentLM(nn.Module):
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> logits (B, T, V) and the state after the last step.
         ``state`` is None (zeros) or what the previous call returned."""
-        x = self.emb_drop(self.embedding(tokens))  # (B, T, E)
+        x = embedding_dropout(self.embedding, tokens, self.dropoute, self.training)  # (B, T, E)
+        x = self.lock_in(self.emb_drop(x))
         s, state = run_rnn(self.rnn, x, state)  # (B, T, H); state (L, B, H), a pair for LSTM
-        return self.decoder(self.out_drop(s)), state
+        dropped = self.out_drop(self.lock_out(s))
+        if self.training and (self.alpha or self.beta):
+            self.penalty = activation_penalty(s, dropped, self.alpha, self.beta)
+        return self.decoder(dropped), state
+
+
+def layer_sizes(hidden_size: int, num_layers: int, hidden_sizes: list[int] | None) -> list[int]:
+    """Each layer's size: ``hidden_sizes`` when given (one per layer), else ``hidden_size``."""
+    if hidden_sizes is None:
+        return [hidden_size] * num_layers
+    if len(hidden_sizes) != num_layers:
+        raise SeqlmError(
+            f"model.hidden_sizes={list(hidden_sizes)} has {len(hidden_sizes)} sizes for "
+            f"model.num_layers={num_layers}"
+        )
+    if any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
+        raise SeqlmError(f"model.hidden_sizes={list(hidden_sizes)}: sizes must be integers >= 1")
+    return list(hidden_sizes)

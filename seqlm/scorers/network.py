@@ -106,7 +106,13 @@ class NetworkScorer(Scorer):
                 "gradients measures left-to-right networks"
             )
         from seqlm.gradflow import gradient_norms
+        from seqlm.models.recurrent import LayerStack
 
+        if isinstance(getattr(self.net, "rnn", None), LayerStack):
+            raise SeqlmError(
+                f"ckpt={str(self.path)!r} has per-layer modules (hidden_sizes, dropouth or "
+                "wdrop): gradients measures networks whose layers are one module"
+            )
         return gradient_norms(self.net, ids, lags, windows)
 
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
@@ -145,6 +151,7 @@ def load_network(path: Path) -> NetworkScorer:
     try:
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         hp, extra = ckpt["hyper_parameters"], ckpt["seqlm"]
+        hp = {**hp, "model": with_preset_defaults(hp["model"])}
         lit = LitLM(**hp, vocab=extra["vocab"], run_config=extra["config"])
         lit.load_state_dict(ckpt["state_dict"])
     except (
@@ -160,6 +167,19 @@ def load_network(path: Path) -> NetworkScorer:
             f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({type(e).__name__})"
         ) from None
     return NetworkScorer(lit, ckpt_file)
+
+
+def with_preset_defaults(model: dict) -> dict:
+    """A checkpoint's model config with the options added since it was written (AWD-LSTM's
+    regularisers) filled in from their preset, ``conf/model/rnn.yaml``, where they are off."""
+    if model.get("_target_") != "seqlm.models.RecurrentLM":
+        return model
+    from omegaconf import OmegaConf
+
+    from seqlm.conf import CONF_DIR
+
+    preset = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "rnn.yaml"))
+    return {**preset, **model}
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
