@@ -19,8 +19,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
+from torch.utils._pytree import tree_map
 
+from seqlm.averaging import Averaging
 from seqlm.build import build
 from seqlm.data.batching import IGNORE
 from seqlm.errors import Diverged
@@ -62,6 +65,13 @@ class LitLM(pl.LightningModule):
         self._resume: dict | None = None  # what on_load_checkpoint read, until the next batch
         self._recent_norms: deque[float] = deque(maxlen=RECENT_NORMS)  # pre-clipping norms
         self._last_loss: torch.Tensor | None = None
+        self._base_lrs: list[float] | None = None  # the rates a scaled step puts back
+        nonmono = optim.get("nonmono")  # NT-ASGD (seqlm.averaging), when set
+        self.averaging = None
+        if nonmono is not None:
+            self.averaging = Averaging(nonmono, optim.get("average_from_start", False))
+        self._raw: list[torch.Tensor] | None = None  # the weights while the mean is evaluated
+        self._resume_averaging: dict | None = None
 
     # -- the shared step ---------------------------------------------------------------------
     def logits(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -84,12 +94,14 @@ class LitLM(pl.LightningModule):
         return nll, logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if "bptt" in batch:  # a variable-length window (AWD-LSTM): lr x seq_len / bptt
+            self._scale_lr(batch["input"].shape[1] / batch["bptt"])
         logits = self.logits(batch, "train")
         # the fused mean over non-ignored targets (= sum of NLL / tokens), float32 always
         loss = F.cross_entropy(
             logits.flatten(0, 1).float(), batch["target"].flatten(), ignore_index=IGNORE
         )
-        self._last_loss = loss.detach()
+        self._last_loss = loss.detach()  # the cross-entropy alone is what train/loss shows
         self.log("train/loss", loss, prog_bar=True)
         target = batch["target"]  # streams have no padding; sentence batches do
         self.tokens_seen += int((target != IGNORE).sum()) if self.pseudo else target.numel()
@@ -100,7 +112,30 @@ class LitLM(pl.LightningModule):
                 rate = (self.tokens_seen - self._tick[1]) / max(now - self._tick[0], 1e-9)
                 self.log("train/tokens_per_s", rate)
             self._tick = (now, self.tokens_seen)
-        return loss
+        penalty = getattr(self.net, "penalty", None)  # AWD-LSTM's AR + TAR, when asked for
+        return loss if penalty is None else loss + penalty
+
+    def _scale_lr(self, factor: float) -> None:
+        """Scale every group's learning rate for this step only (``optimizer_step`` puts the
+        rates back): AWD-LSTM's rule for windows of random length, so that a token weighs the
+        same in a short window as in a long one (the loss is a mean over the window)."""
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        if self._base_lrs is None:  # (accumulating batches: the step's last window scales)
+            self._base_lrs = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, self._base_lrs):
+            group["lr"] = lr * factor
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().optimizer_step(*args, **kwargs)
+        finally:
+            if self._base_lrs is not None:
+                optimizer = self.optimizers(use_pl_optimizer=False)
+                for group, lr in zip(optimizer.param_groups, self._base_lrs):
+                    group["lr"] = lr
+                self._base_lrs = None
+        if self.averaging is not None:  # before any callback can checkpoint this step
+            self.averaging.update(self.parameters())
 
     def _logging_now(self) -> bool:
         """Whether Lightning sends this training step's values to the loggers (every
@@ -138,6 +173,11 @@ class LitLM(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._state.pop("val", None)
+        if self.averaging is not None and self._fitting():  # NT-ASGD evaluates the mean
+            self._raw = self.averaging.use_mean(list(self.parameters()))
+
+    def _fitting(self) -> bool:
+        return self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
 
     def on_test_epoch_start(self) -> None:
         self._state.pop("test", None)
@@ -157,6 +197,28 @@ class LitLM(pl.LightningModule):
             out[f"{stage}/agreement_by_distance"] = by_distance
         if not self.trainer.sanity_checking:
             self.results[stage] = out
+        if stage == "val" and self.averaging is not None and self._fitting():
+            self._average_after_validation(float(out["val/loss"]))
+
+    def _average_after_validation(self, loss: float) -> None:
+        """Back to the raw weights after evaluating the mean; the loss goes to the trigger."""
+        params = list(self.parameters())
+        if self._raw is not None:
+            self.averaging.restore(params, self._raw)
+            self._raw = None
+        event = self.averaging.record(loss, params)
+        if event is None:
+            return
+        losses, nonmono = self.averaging.losses, self.averaging.nonmono
+        why = (
+            f"NT-ASGD: validation loss {loss:.4f} is worse than the best from more than "
+            f"{nonmono} validations ago ({min(losses[: -nonmono - 1]):.4f})"
+        )
+        if event == "switch":
+            rank_zero_info(f"{why}: averaging the weights from step {self.global_step} on")
+        else:  # averaging from the start (finetuning): the trigger ends training
+            rank_zero_info(f"{why}: finetuning stops")
+            self.trainer.should_stop = True
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
@@ -226,12 +288,28 @@ class LitLM(pl.LightningModule):
                 "rng": _rng_states(),
             },
         }
+        if self.averaging is not None:  # the mean is what evaluation and best.ckpt load
+            sd = checkpoint["state_dict"]
+            checkpoint["state_dict"] = self.averaging.averaged_state_dict(self, sd)
+            checkpoint["seqlm"]["averaging"] = self.averaging.state_dict(list(self.parameters()))
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("seqlm", {})
         self.vocab_tokens = extra.get("vocab", self.vocab_tokens)
         self.run_config = extra.get("config", self.run_config)
         self._resume = extra.get("resume")
+        self._resume_averaging = extra.get("averaging")
+
+    def on_train_start(self) -> None:
+        """A resume with NT-ASGD: the checkpoint's ``state_dict`` was the mean; the raw weights
+        and the averaging state go back in before the first step."""
+        state, self._resume_averaging = self._resume_averaging, None
+        if self.averaging is None:
+            return
+        if state is not None:
+            self.averaging.load_state_dict(state, list(self.parameters()))
+        elif self.averaging.from_start and not self.averaging.active:
+            self.averaging.start(self.parameters())
 
     def _gather_train_state(self) -> Any:
         """The carried training state of every rank, ``(W, ...)`` per tensor, on the CPU.
@@ -239,12 +317,12 @@ class LitLM(pl.LightningModule):
         state = self._state.get("train")
         if state is None or not self.trainer.training:
             return None
-        tensors = state if isinstance(state, tuple) else (state,)
-        gathered = []
-        for t in tensors:
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
             g = self.all_gather(t)
-            gathered.append((g if self.trainer.world_size > 1 else g[None]).cpu())
-        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+            return (g if self.trainer.world_size > 1 else g[None]).cpu()
+
+        return tree_map(gather, state)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """The first batch after a resume: put back the RNG, and the carried state when the
@@ -259,10 +337,7 @@ class LitLM(pl.LightningModule):
         if resume["world_size"] != self.trainer.world_size:
             return  # streams are cut differently: start from a zero state
         rank = self.global_rank
-        if isinstance(state, tuple):
-            self._state["train"] = tuple(t[rank].to(self.device) for t in state)
-        else:
-            self._state["train"] = state[rank].to(self.device)
+        self._state["train"] = tree_map(lambda t: t[rank].to(self.device), state)
 
 
 def _rng_states() -> dict[str, Any]:

@@ -151,28 +151,35 @@ RESUME = [
 ]
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
-    """Killed in the second epoch (the stream must name its epoch, not only its window)."""
+def kill_in_second_epoch(tmp_path: Path, args: list[str], windows: int = 13):
+    """Start ``train ARGS`` in the background and SIGKILL it once it has trained ``windows``
+    windows of its second epoch; returns (run directory, trace path)."""
     run = tmp_path / "run"
     trace = tmp_path / "trace"
     proc = subprocess.Popen(  # the run seqlm() would start, but in the background
-        [sys.executable, "-m", "seqlm", "train", *RESUME, f"hydra.run.dir={run}"]
+        [sys.executable, "-m", "seqlm", "train", *args, f"hydra.run.dir={run}"]
         + trace_args(trace, sleep_s=0.02),
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(HELPERS)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    last = run / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         rows = trace_lines(trace).get(0, [])
-        if sum(row["epoch"] == 1 for row in rows) >= 13:
+        if sum(row["epoch"] == 1 for row in rows) >= windows:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return run, trace
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
+    """Killed in the second epoch (the stream must name its epoch, not only its window)."""
+    run, trace = kill_in_second_epoch(tmp_path, RESUME)
+    last = run / "checkpoints" / "last.ckpt"
     killed = trace_lines(trace)[0]
     per_epoch = sum(row["epoch"] == 0 for row in killed)  # about 150 windows
     assert 13 <= len(killed) - per_epoch < per_epoch  # killed mid-way through epoch 1
@@ -213,6 +220,47 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     assert a["train/steps"] == b["train/steps"]
     # dropout draws from the restored RNG: the two runs agree to rounding
     assert a["val/ppl"] == pytest.approx(b["val/ppl"], rel=1e-9)
+
+
+RESUME_NT_ASGD = [
+    *RESUME,
+    "optim=nt_asgd",
+    "optim.optimizer.lr=5.0",
+    "optim.average_from_start=true",  # averaging from the first step: the kill comes after
+    "model.wdrop=0.3",
+    "model.dropouth=0.2",
+    "model.num_layers=2",
+    "data.variable_bptt=true",
+]
+
+
+@pytest.mark.slow
+def test_sigkill_while_averaging_then_resume_continues_exactly(tmp_path):
+    """NT-ASGD's mean, its step count and the raw weights survive a SIGKILL: the resumed run
+    ends with the weights, the mean and the figures of a run never interrupted."""
+    run, trace = kill_in_second_epoch(tmp_path, RESUME_NT_ASGD)
+    killed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = killed["seqlm"]["averaging"]
+    assert saved["steps"] == killed["global_step"] > 0  # averaging since the first step
+    [position] = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert position["epoch"] == 1 and position["next_window"] > 0  # killed mid-way, epoch 2
+    r = seqlm("train", f"resume={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    plain = tmp_path / "plain"
+    r = seqlm("train", *RESUME_NT_ASGD, f"hydra.run.dir={plain}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for d in (run, plain)
+    )
+    assert a["global_step"] == b["global_step"]
+    assert a["seqlm"]["averaging"]["steps"] == b["seqlm"]["averaging"]["steps"] == a["global_step"]
+    for key in b["state_dict"]:  # the means (what the checkpoint's weights are)
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=1e-6)
+    for x, y in zip(a["seqlm"]["averaging"]["raw"], b["seqlm"]["averaging"]["raw"]):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (run, plain))
+    assert ma["val/ppl"] == pytest.approx(mb["val/ppl"], rel=1e-9)
 
 
 def test_resume_refuses_a_run_dir_without_checkpoints(tmp_path):

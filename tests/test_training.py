@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from seqlm.checkpointing import AtomicCheckpointIO
 from seqlm.commands.train import train
 from seqlm.data import LMData
+from seqlm.errors import SeqlmError
 from seqlm.metrics import Perplexity, summarize
 from seqlm.models.recurrent import BF16_FALLBACK, cpu_bf16_lstm
 from seqlm.scorers import load_scorer
@@ -141,8 +142,6 @@ def test_tokens_out_sums_to_the_evaluation_figures(small_run, tmp_path):
         assert len(z[split]) == len(z[f"{split}_ids"]) == m[f"{stage}/tokens"]
         assert -z[split].mean() == pytest.approx(m[f"{stage}/loss"], rel=1e-6)
     assert not z["pseudo"] and str(z["family"]) == "network"
-    from seqlm.errors import SeqlmError
-
     with pytest.raises(SeqlmError, match="tokens_out=.*: folder .*nowhere does not exist"):
         eval_cmd.run(
             make_config("eval", [f"ckpt={out}", f"tokens_out={tmp_path / 'nowhere' / 't.npz'}"])
@@ -467,3 +466,54 @@ def test_step_values_are_logged_only_on_the_steps_the_loggers_receive(tmp_path, 
     logged = [dict(zip(header, ln.split(","))) for ln in lines[1:]]
     steps = sorted({int(r["step"]) for r in logged if r.get("train/grad_norm")})
     assert steps == [4, 9, 14, 19]
+
+
+def test_timed_snapshots_and_init_from(tmp_path):
+    """``checkpoint.at_minutes`` writes at-{M}min.ckpt; ``init_from`` starts a new run from a
+    checkpoint's weights (AWD-LSTM's finetune stage)."""
+    first = tmp_path / "first"
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, "checkpoint.at_minutes=[0.0001]"])
+    train(cfg, run_dir=first)
+    snapshot = first / "checkpoints" / "at-0.0001min.ckpt"
+    assert snapshot.is_file()
+    best = first / "checkpoints" / "best.ckpt"
+    weights = torch.load(best, weights_only=True)["state_dict"]
+
+    class _FirstWeights(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.seen = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    probe = _FirstWeights()
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, f"init_from={best}"])
+    train(cfg, run_dir=tmp_path / "second", callbacks=[probe], evaluate=False)
+    for key, value in weights.items():
+        torch.testing.assert_close(probe.seen[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["checkpoint.at_minutes=[-1]"], "checkpoint.at_minutes=[-1] must be positive numbers"),
+        (["init_from=nowhere.ckpt"], "init_from=nowhere.ckpt: no such checkpoint file"),
+        (["optim=nt_asgd", "optim.nonmono=0"], "optim.nonmono=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_snapshot_init_and_averaging_options_get_one_line(overrides, message, tmp_path):
+    cfg = make_config("train", [*SMALL_AGREEMENT, *TINY_TRAIN, *overrides])
+    with pytest.raises(SeqlmError) as e:
+        train(cfg, run_dir=tmp_path)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_from_before_the_regularisers_still_loads(small_run, tmp_path):
+    """Checkpoints written before AWD-LSTM's options existed load with them off."""
+    out, metrics = small_run
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    for key in ("hidden_sizes", "dropoute", "dropouti", "dropouth", "dropout", "wdrop", "alpha"):
+        del ckpt["hyper_parameters"]["model"][key]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    then, now = load_scorer(old), load_scorer(out)
+    assert then.describe()["model/params"] == metrics["model/params"]
+    tokens = torch.arange(8)[None]
+    torch.testing.assert_close(then.lit.net.eval()(tokens)[0], now.lit.net.eval()(tokens)[0])

@@ -16,7 +16,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar, TQDMPr
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
-from seqlm.checkpointing import AtomicCheckpointIO, best_or_last, checkpoint_callbacks
+from seqlm.checkpointing import (
+    AtomicCheckpointIO,
+    best_or_last,
+    checkpoint_callbacks,
+    init_weights,
+)
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
 from seqlm.launch import check_launch
@@ -57,6 +62,8 @@ def train(
     container = OmegaConf.to_container(cfg, resolve=True)
     data = prepared_data(cfg.data, layout_of(cfg.model), run_dir if zero else None)
     lit = LitLM(container["model"], container["optim"], data.vocab.itos, container)
+    if cfg.get("init_from"):
+        init_weights(lit, cfg.init_from, data.vocab.itos)
     trainer, best, loggers = make_trainer(cfg, run_dir, callbacks)
     try:
         trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)

@@ -4,7 +4,9 @@ Every loader here yields ready-made batches (``DataLoader(batch_size=None)``): d
 ``input`` and ``target`` ``(B, T)`` int64 tensors, targets ``IGNORE`` where padded, plus, when
 the split carries agreement probes, ``wrong`` (the wrong inflection's id, or ``IGNORE``) and
 ``distance`` laid out like ``target``. Training stream batches also carry ``window``, their
-index in the epoch, which the data module records once the batch is trained on (resume).
+index in the epoch, which the data module records once the batch is trained on (resume), and,
+with AWD-LSTM's variable window lengths, ``bptt``: the nominal length (the learning rate of the
+step is scaled by the window's length over it, ``LitLM``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class TrainStream(IterableDataset):
     same number of windows). With ``variable_bptt`` the window length is drawn as in AWD-LSTM
     (Merity et al. 2018, sec. 4.1): ``bptt`` w.p. 0.95 else ``bptt/2``, plus N(0, 5) noise,
     at least 5; the draw is seeded by ``seed`` and the epoch, hence the same on every rank.
+    Its batches carry ``bptt``, for the learning rate's scaling.
     """
 
     def __init__(
@@ -102,11 +105,14 @@ class TrainStream(IterableDataset):
     def __iter__(self):
         for w, (i, n) in enumerate(self.windows()):
             if w >= self.start:
-                yield {
+                batch = {
                     "input": self.inputs[:, i : i + n],
                     "target": self.targets[:, i : i + n],
                     "window": w,
                 }
+                if self.variable_bptt:
+                    batch["bptt"] = self.bptt
+                yield batch
 
 
 class StreamLoader(DataLoader):
