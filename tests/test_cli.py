@@ -78,6 +78,35 @@ def test_experiment_presets_compose():
     assert cfg.optim.scheduler.milestones[0] == 4 and "factor" not in cfg.optim.scheduler
 
 
+def test_awd_lstm_presets_carry_the_published_hyperparameters():
+    """awd-lstm-lm's README command lines over its main.py defaults (cited in the YAML)."""
+    ptb = make_config("train", ["experiment=awd_lstm_ptb"])
+    m = ptb.model
+    assert (m.emb_size, list(m.hidden_sizes), m.tie_weights) == (400, [1150, 1150, 400], True)
+    dropouts = (m.dropoute, m.dropouti, m.dropouth, m.dropout, m.wdrop)
+    assert dropouts == (0.1, 0.4, 0.25, 0.4, 0.5)
+    assert (m.alpha, m.beta) == (2.0, 1.0)
+    assert (ptb.data.batch_size, ptb.data.bptt, ptb.data.variable_bptt) == (20, 70, True)
+    o = ptb.optim
+    assert (o.optimizer.lr, o.optimizer.weight_decay, o.nonmono) == (30.0, 1.2e-6, 5)
+    assert o.scheduler is None and ptb.trainer.gradient_clip_val == 0.25 and ptb.seed == 141
+    wt2 = make_config("train", ["experiment=awd_lstm_wt2"])
+    assert (wt2.model.dropouti, wt2.model.dropouth, wt2.data.batch_size) == (0.65, 0.2, 80)
+    assert (wt2.data.name, wt2.seed, wt2.trainer.max_epochs) == ("wikitext2", 1882, 750)
+    strong = make_config("train", ["experiment=cpu_strong"])
+    assert strong.trainer.max_time == "00:02:00:00"
+    assert list(strong.checkpoint.at_minutes) == [30, 60, 120]
+
+
+@pytest.mark.parametrize("experiment", ["awd_lstm_ptb", "awd_lstm_wt2", "cpu_strong"])
+def test_regularised_presets_train_a_step(experiment, tmp_path):
+    small = ["model.emb_size=8", "model.hidden_sizes=[16,8]", "model.num_layers=2"]
+    overrides = [f"experiment={experiment}", "data=agreement", *SMALL_AGREEMENT, *small]
+    overrides += ["+trainer.fast_dev_run=true", "logger=none", "trainer.enable_progress_bar=false"]
+    m = train(make_config("train", overrides), run_dir=tmp_path)
+    assert m["test/tokens"] > 0 and 0 < m["test/loss"] < 10
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """One real run through the CLI (Hydra run dir and all)."""
@@ -156,6 +185,9 @@ def test_cli_score_generate_fill(cli_run):
             marks=SLOW,
         ),
         (["compare", "nowhere"], "nowhere: no metrics.json"),
+        (["train", "model=kn3", "model.dropoute=0.1"], "model.dropoute=0.1: regularisers and"),
+        (["train", "model=kn2", "+model.wdrop=0.5"], "model=kn2 is an n-gram model"),
+        (["train", "model=ngram", "optim=nt_asgd"], "optim=nt_asgd: regularisers and NT-ASGD"),
         pytest.param(
             ["eval", "ckpt=m.npz", "arpa_unk=unk"], "arpa_unk='unk' is for ARPA files", marks=SLOW
         ),
