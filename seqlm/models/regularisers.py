@@ -5,17 +5,17 @@ Language Models"), on current PyTorch. Each is off at 0 and the identity in eval
   matrix, for one batch; the kept rows are scaled by ``1 / (1 - p)``.
 - ``LockedDropout`` (``dropouti``, ``dropouth``, ``dropout``): variational dropout, one mask
   per sequence (row of the batch) shared by every time step.
-- ``LayerStack`` with ``wdrop``: DropConnect on each layer's hidden-to-hidden matrix ``W_hh``,
-  a fresh mask per batch. The original ``WeightDrop`` deleted ``weight_hh_l0`` from the
-  module and assigned plain tensors to it, which ``nn.LSTM`` refuses since PyTorch 1.4
-  (salesforce/awd-lstm-lm #86, #119). Here the parameter stays where it is, untouched, and
-  the dropped matrix is passed for one call through ``torch.func.functional_call`` (the
-  supported way to run a module with other tensors in place of its parameters): the
-  ``state_dict`` keys never change, checkpoints load in training and evaluation alike, the
-  gradient reaches the raw weight through the mask, and the call is still the module's own
-  forward, so on a GPU the fused cuDNN kernel runs. Per-layer modules (rather than one
-  multi-layer ``nn.LSTM``) because AWD-LSTM's layers differ in size (1150, 1150, 400) and
-  locked dropout sits between them.
+- ``LayerStack`` (``seqlm.models.recurrent``) with ``wdrop``: DropConnect on each layer's
+  hidden-to-hidden matrix ``W_hh``, a fresh mask per batch. The original ``WeightDrop`` deleted
+  ``weight_hh_l0`` from the module and assigned plain tensors to it, which ``nn.LSTM`` refuses
+  since PyTorch 1.4 (salesforce/awd-lstm-lm #86, #119). Here the parameter stays where it is,
+  untouched, and the dropped matrix is passed for one call through
+  ``torch.func.functional_call`` (the supported way to run a module with other tensors in place
+  of its parameters): the ``state_dict`` keys never change, checkpoints load in training and
+  evaluation alike, the gradient reaches the raw weight through the mask, and the call is still
+  the module's own forward, so on a GPU the fused cuDNN kernel runs. Per-layer modules (rather
+  than one multi-layer ``nn.LSTM``) because AWD-LSTM's layers differ in size (1150, 1150, 400)
+  and locked dropout sits between them.
 - ``activation_penalty``: AR, ``alpha * mean(dropped h_t^2)``, and TAR,
   ``beta * mean((h_t - h_{t-1})^2)``, on the last layer's outputs.
 """
