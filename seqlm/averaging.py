@@ -120,7 +120,7 @@ class Averaging:
     def state_dict(self, params: list[nn.Parameter]) -> dict:
         """Everything a resume needs, the raw weights included (the checkpoint's ``state_dict``
         holds the mean)."""
-        state = {"nonmono": self.nonmono, "losses": list(self.losses), "steps": self.steps}
+        state = {"losses": list(self.losses), "steps": self.steps}
         state["switched_at"] = self.switched_at
         if self.mean is not None:
             state["mean"] = [m.detach().cpu().clone() for m in self.mean]

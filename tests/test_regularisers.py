@@ -16,7 +16,12 @@ from test_models import hand_forward
 from seqlm.averaging import Averaging, should_switch
 from seqlm.commands.train import train
 from seqlm.errors import SeqlmError
-from seqlm.models.regularisers import LockedDropout, activation_penalty, embedding_dropout
+from seqlm.models.regularisers import (
+    LockedDropout,
+    activation_penalty,
+    contiguous_views,
+    embedding_dropout,
+)
 
 V, E, B, T = 11, 6, 5, 9
 
@@ -170,14 +175,32 @@ def test_activation_penalty_equals_the_hand_computation():
 
 
 def test_the_model_reports_ar_and_tar_of_its_last_layer():
+    """AR on the outputs after the locked output dropout, TAR on those before it: with the
+    dropout on, exchanging the two would change the figure."""
     torch.manual_seed(5)
-    model = awd(alpha=2.0, beta=1.0, dropout=0.0).train()
-    seen = []
-    model.rnn.register_forward_hook(lambda mod, args, out: seen.append(out[0]))
+    model = awd(alpha=2.0, beta=1.0, dropout=0.5).train()
+    seen = {}
+    model.rnn.register_forward_hook(lambda mod, args, out: seen.update(raw=out[0]))
+    model.lock_out.register_forward_hook(lambda mod, args, out: seen.update(dropped=out))
     model(torch.randint(V, (B, T)))
-    h = seen[0]
-    expect = 2 * h.pow(2).mean() + (h[:, 1:] - h[:, :-1]).pow(2).mean()
+    h, d = seen["raw"], seen["dropped"]
+    assert not torch.equal(h, d)
+    expect = 2 * d.pow(2).mean() + (h[:, 1:] - h[:, :-1]).pow(2).mean()
     torch.testing.assert_close(model.penalty, expect)
+
+
+def test_contiguous_views_share_one_buffer_and_pass_gradients():
+    """What cuDNN is given under weight drop on a GPU, checked on the CPU."""
+    a = torch.randn(4, 3, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    va, vb = contiguous_views([a * 2, b])
+    assert va.untyped_storage().data_ptr() == vb.untyped_storage().data_ptr()
+    assert vb.data_ptr() == va.data_ptr() + a.numel() * a.element_size()  # back to back
+    torch.testing.assert_close(va, a * 2)
+    torch.testing.assert_close(vb, b)
+    (va.sum() + 3 * vb.sum()).backward()
+    torch.testing.assert_close(a.grad, torch.full_like(a, 2.0))
+    torch.testing.assert_close(b.grad, torch.full_like(b, 3.0))
 
 
 # -- bad options ----------------------------------------------------------------------------

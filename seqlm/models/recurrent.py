@@ -120,9 +120,8 @@ class LayerStack(nn.Module):
     the last layer, state)``, the state a tuple of each layer's own state.
 
     Args:
-        cell: a ``torch.nn`` recurrent class (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``).
+        cell, nonlinearity: as ``RecurrentLM``'s.
         input_size, sizes: the input's size and each layer's.
-        kwargs: extra arguments of every layer (the Elman ``nonlinearity``).
         dropouth: locked dropout on the outputs of every layer but the last.
         layer_dropout: ordinary dropout there, as ``nn.LSTM(dropout=)`` does it.
         wdrop: DropConnect on every layer's ``weight_hh_l0`` in training.
@@ -130,10 +129,10 @@ class LayerStack(nn.Module):
 
     def __init__(
         self,
-        cell: type[nn.Module],
+        cell: str,
+        nonlinearity: str,
         input_size: int,
         sizes: list[int],
-        kwargs: dict,
         dropouth: float,
         layer_dropout: float,
         wdrop: float,
@@ -141,7 +140,7 @@ class LayerStack(nn.Module):
         super().__init__()
         ins = [input_size, *sizes[:-1]]
         self.layers = nn.ModuleList(
-            cell(i, h, 1, batch_first=True, **kwargs) for i, h in zip(ins, sizes)
+            make_rnn(cell, i, h, 1, nonlinearity, 0.0) for i, h in zip(ins, sizes)
         )
         self.between = nn.Sequential(LockedDropout(dropouth), nn.Dropout(layer_dropout))
         self.wdrop = wdrop
@@ -253,9 +252,8 @@ class RecurrentLM(nn.Module):
                 cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout
             )
         else:
-            kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
             self.rnn = LayerStack(
-                CELLS[cell], emb_size, sizes, kwargs, dropouth, layer_dropout, wdrop
+                cell, nonlinearity, emb_size, sizes, dropouth, layer_dropout, wdrop
             )
         self.decoder = nn.Linear(sizes[-1], vocab_size)
         self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
