@@ -90,7 +90,7 @@ class NgramLM:
             raise NgramError(f"order={order!r} must be an integer >= 1")
         if smoothing not in sm.METHODS:
             raise NgramError(f"smoothing={smoothing!r} is not one of {', '.join(sm.METHODS)}")
-        params = _check_params(smoothing, params)
+        params = check_params(smoothing, params)
         V = len(itos)
         counting.check_fits(V, order)
         model = cls(
@@ -475,7 +475,7 @@ def _npz_arrays(path, mmap: bool) -> dict:
     return out
 
 
-def _check_params(method: str, params: dict) -> dict:
+def check_params(method: str, params: dict) -> dict:
     allowed = {
         "lidstone": {"k"},
         "absolute": {"discount"},

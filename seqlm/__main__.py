@@ -7,10 +7,10 @@ import os
 import sys
 
 from seqlm.commands import COMMANDS, POSITIONAL
-from seqlm.conf import choices, is_group, is_ngram_preset
+from seqlm.conf import choices, is_group, preset_target
 from seqlm.errors import SeqlmError
-from seqlm.launch import COMMAND_ENV, worker_argv
 from seqlm.quiet import silence_known_notices
+from seqlm.training.launch import COMMAND_ENV, worker_argv
 
 USAGE = (
     f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
@@ -38,7 +38,11 @@ def check_network_options(args: list[str]) -> None:
     """Refuse a regulariser or NT-ASGD asked of an n-gram model in one line (Hydra's own
     message for an unknown key is five lines and does not say why)."""
     models = [a.partition("=")[2] for a in args if a.startswith("model=")]
-    if not models or not is_ngram_preset(models[-1]):
+    if not models or (target := preset_target("model", models[-1])) is None:
+        return
+    from seqlm.scorers import family_of
+
+    if family_of({"_target_": target}) != "ngram":
         return
     from seqlm.models.regularisers import OPTIONS
 

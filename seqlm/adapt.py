@@ -96,21 +96,18 @@ class _Walker:
 
     def window(self, inp, target, state, past_h, past_y):
         """log p of the window's targets (B, T), the next state, and the updated cache. The
-        network's own forward is used piece by piece because the cache needs the top layer's
-        states ``h``; in evaluation mode its dropouts are the identity."""
+        cache reads the top layer's outputs ``h`` (``features``; in evaluation mode the
+        network's dropouts are the identity)."""
         adapt = self.dynamic is not None and self.dynamic.lr > 0
         with torch.set_grad_enabled(adapt):
-            emb = self.net.embedding(inp)
-            h, new_state = self.net.rnn(emb, state)  # (B, T, H)
-            logits = self.net.decoder(h)
-            logp = torch.log_softmax(logits.double(), -1)
-            safe = target.clamp(min=0)
-            lp = logp.gather(2, safe[..., None]).squeeze(2)  # (B, T)
+            h, new_state = self.net.features(inp, state)  # (B, T, H)
+            lp = self.net.target_log_probs(h, target, torch.float64)  # (B, T), 0 at padding
         scored = lp.detach()
         if self.cache is not None and self.cache.lam > 0:
+            safe = target.clamp(min=0)
             scored, past_h, past_y = self._with_cache(scored, h.detach(), safe, past_h, past_y)
         if adapt:
-            self._step(-(lp * (target != IGNORE)).sum() / max(int((target != IGNORE).sum()), 1))
+            self._step(-lp.sum() / max(int((target != IGNORE).sum()), 1))
         return scored, detach_state(new_state), past_h, past_y
 
     def _with_cache(self, lp, h, y, past_h, past_y):

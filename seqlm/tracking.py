@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig
 
 from seqlm.build import build
+from seqlm.compat import drop_wandb_anonymous
 
 PROBE_S = 2.0  # seconds to wait for the W&B service before going offline
 WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
@@ -82,10 +83,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
             if mode != "online":  # artifacts are uploaded by `wandb sync` from the run's files
                 extra["log_model"] = False
         logger = build(f"logger.{name}", conf, **extra)
-        if conf.get("_target_") == WANDB_TARGET and logger._wandb_init.get("anonymous") is None:
-            # Lightning passes anonymous=None to wandb.init, and wandb warns that the setting
-            # "has no effect" whatever its value; leaving it out is the same run, quietly
-            logger._wandb_init.pop("anonymous")
+        if conf.get("_target_") == WANDB_TARGET:
+            drop_wandb_anonymous(logger)
         loggers.append(logger)
     return loggers
 

@@ -124,7 +124,7 @@ def test_eval_tunes_on_valid_and_keeps_the_keys(runs):
 @pytest.mark.parametrize(
     "run, overrides, message",
     [
-        ("kn3", ["cache.size=10"], "adapt a left-to-right network; .* is an ngram model"),
+        ("kn3", ["cache.size=10"], "is an n-gram model: it has no weights a neural cache"),
         ("birnn", ["dynamic.lr=0.1"], "is a bidirectional cloze model"),
         ("lstm", ["cache.size=-5"], "cache.size=-5 must be a positive integer"),
         ("lstm", ["dynamic.lr=-1"], "dynamic.lr=-1.0 must be >= 0"),

@@ -1,4 +1,4 @@
-"""BPTT written out (seqlm.bptt) against torch's autograd and finite differences."""
+"""BPTT written out (seqlm.analysis.bptt) against torch's autograd and finite differences."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqlm.bptt import Params, bptt, forward, truncated_bptt
+from seqlm.analysis.bptt import Params, bptt, forward, truncated_bptt
 
 K, H, T = 7, 5, 13
 
@@ -103,7 +103,7 @@ def test_bad_activation_and_window_are_named():
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_the_error_sent_into_the_carried_state_equals_autograd(activation):
-    from seqlm.bptt import backward
+    from seqlm.analysis.bptt import backward
 
     p = Params.init(K, H, seed=7)
     inputs, targets = data(8)

@@ -10,7 +10,7 @@ from conftest import make_config
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from ngram.model import _check_params
+from ngram.model import check_params
 from seqlm.conf import CONF_DIR, choices
 
 PRESETS = [(g, n) for g in ("model", "data") for n in choices(g)]
@@ -26,7 +26,7 @@ def test_every_preset_key_is_an_argument_without_a_second_default(group, name):
         assert isinstance(node.pop("write_arpa"), bool)  # seqlm's own (train_ngram), not fit's
         named = set(params) - {"ids", "itos", "params"}
         extra = set(node) - named
-        _check_params(node.get("smoothing", "modified_kn"), dict.fromkeys(extra))
+        check_params(node.get("smoothing", "modified_kn"), dict.fromkeys(extra))
         assert extra <= {"k", "discount", "discount_fallback", "backoff"}, extra
         return
     named = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}

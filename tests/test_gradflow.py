@@ -1,4 +1,5 @@
-"""Gradients through time (seqlm.gradflow, the gradients command) against hand computations."""
+"""Gradients through time (seqlm.analysis.gradflow, the gradients command) against hand
+computations."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset
 
+from seqlm.analysis.gradflow import gradient_norms, windows_of
 from seqlm.commands import gradients
 from seqlm.commands.train import train
 from seqlm.errors import SeqlmError
-from seqlm.gradflow import gradient_norms, windows_of
 
 V, E, H, K = 11, 4, 6, 7
 
@@ -53,6 +54,53 @@ def test_g_k_equals_autograd_through_a_hand_unrolled_elman_rnn(layers):
         grads = torch.autograd.grad(loss, tops)
         hand = [grads[K - k].norm().item() for k in range(K + 1)]
         np.testing.assert_allclose(ours[row], hand, rtol=1e-5, atol=1e-9)
+
+
+def test_g_k_equals_autograd_through_a_hand_unrolled_awd_lstm():
+    """AWD-LSTM's shape: per-layer modules of sizes 8 and 6, tied, with weight drop and
+    locked dropout (off in evaluation). The LSTM's gates written out per layer; dℓ/ds_{t-k}
+    of the top layer's h taken with torch.autograd.grad on that loop."""
+    torch.manual_seed(3)
+    net = preset(
+        "model",
+        "lstm",
+        vocab_size=V,
+        emb_size=6,
+        num_layers=2,
+        hidden_sizes=[8, 6],
+        tie_weights=True,
+        wdrop=0.5,
+        dropouth=0.3,
+        dropouti=0.2,
+    )
+    net.train()  # gradient_norms must switch every dropout off by itself
+    ids = np.random.default_rng(4).integers(0, V, 4 * (K + 1) + 1)
+    ours = gradient_norms(net, ids, lags=K, windows=4)
+    assert net.training  # and put the mode back
+    inputs, targets = windows_of(ids, K, 4)
+    layers = net.rnn.layers
+    for row in range(4):
+        h = [torch.zeros(layer.hidden_size) for layer in layers]
+        c = [torch.zeros(layer.hidden_size) for layer in layers]
+        tops = []
+        for t in range(K + 1):
+            x = net.embedding.weight[inputs[row, t]]
+            for i, layer in enumerate(layers):
+                gates = (
+                    layer.weight_ih_l0 @ x
+                    + layer.bias_ih_l0
+                    + layer.weight_hh_l0 @ h[i]
+                    + layer.bias_hh_l0
+                )
+                ig, fg, gg, og = gates.chunk(4)
+                c[i] = torch.sigmoid(fg) * c[i] + torch.sigmoid(ig) * torch.tanh(gg)
+                h[i] = torch.sigmoid(og) * torch.tanh(c[i])
+                x = h[i]
+            tops.append(h[-1])
+        loss = F.cross_entropy(net.decoder(tops[-1])[None], targets[row : row + 1])
+        grads = torch.autograd.grad(loss, tops)
+        hand = [grads[K - k].norm().item() for k in range(K + 1)]
+        np.testing.assert_allclose(ours[row], hand, rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("a", [0.5, 0.9, 1.2])
@@ -126,7 +174,7 @@ def test_gradients_command_writes_the_curves_of_trained_and_untrained_networks(r
         (["split=train"], "split='train' is not one of valid, test"),
         (["runs=[nowhere]"], "ckpt='nowhere': no such file or run directory"),
         (["runs=[RUN:birnn]"], "is a bidirectional cloze model"),
-        (["runs=[RUN:kn2]"], "ngram models have no hidden state"),
+        (["runs=[RUN:kn2]"], "is an n-gram model: it has no hidden state"),
         (["model=rnn"], "needs data=NAME"),
         ([], "give run directories, or model=NAME data=NAME"),
     ],

@@ -13,7 +13,6 @@ import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset
 from test_models import hand_forward
 
-from seqlm.averaging import Averaging, should_switch
 from seqlm.commands.train import train
 from seqlm.errors import SeqlmError
 from seqlm.models.regularisers import (
@@ -22,6 +21,7 @@ from seqlm.models.regularisers import (
     contiguous_views,
     embedding_dropout,
 )
+from seqlm.training.averaging import Averaging, should_switch
 
 V, E, B, T = 11, 6, 5, 9
 

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, shared
 from hydra.utils import instantiate
 
-from seqlm.checkpointing import AtomicCheckpointIO
 from seqlm.commands.train import train
 from seqlm.data import LMData
 from seqlm.errors import SeqlmError
 from seqlm.metrics import Perplexity, summarize
 from seqlm.models.recurrent import BF16_FALLBACK, cpu_bf16_lstm
 from seqlm.scorers import load_scorer
+from seqlm.training.checkpointing import AtomicCheckpointIO
 
 DESIGN_KEYS = ("loss", "ppl", "bits", "tokens")
 

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from seqlm.errors import SeqlmError
+from seqlm.plotting import pyplot
 from seqlm.schema import is_ngram, model_label, table_row
 
 COLUMNS = [  # (key of schema.table_row, title)
@@ -101,20 +102,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule + "|", *body])
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_val_ppl(runs: list[Run], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
@@ -136,7 +127,7 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
 
 
 def plot_test_ppl(runs: list[Run], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     # pseudo-ppl is not on this scale; an infinite ppl (MLE) is null and has no bar
     scored = [r for r in runs if r.metrics.get("test/ppl") is not None]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from seqlm.adapt import Cache, Dynamic, adapted_logprobs, tune
+from seqlm.adapt import Cache, Dynamic
 from seqlm.errors import SeqlmError
 from seqlm.metrics import summarize
 from seqlm.rundir import summary_table, write_metrics
@@ -62,23 +62,17 @@ def adaptation(cfg: DictConfig) -> tuple[Cache | None, Dynamic | None]:
 def adapted_evaluation(scorer: Scorer, data, splits, cache, dynamic, cfg):
     """Metrics (the usual keys, and ``adapt/*`` settings) and per-split log-probabilities of
     a left-to-right network evaluated with a cache and/or dynamic evaluation."""
-    if scorer.family != "network" or scorer.pseudo:
-        what = "a bidirectional cloze model" if scorer.pseudo else f"an {scorer.family} model"
-        raise SeqlmError(
-            f"cache.* and dynamic.* adapt a left-to-right network; ckpt={str(scorer.path)!r} is "
-            f"{what}"
-        )
     rows, window = data.eval_batch_size, data.bptt
     search = (cfg.cache.get("search"), cfg.dynamic.get("search"))
     if any(search):
-        cache, dynamic, tried = tune(
-            scorer.net, data.ids["valid"], rows, window, cache, dynamic, *search
+        cache, dynamic, tried = scorer.tune_adaptation(
+            data.ids["valid"], rows, window, cache, dynamic, *search
         )
         print(f"tuned on valid over {len(tried)} settings: cache {cache}, dynamic {dynamic}")
     metrics: dict[str, Any] = {}
     lps = {}
     for split in splits:
-        lps[split] = adapted_logprobs(scorer.net, data.ids[split], rows, window, cache, dynamic)
+        lps[split] = scorer.adapted_logprobs(data.ids[split], rows, window, cache, dynamic)
         metrics.update(summarize(float(-lps[split].sum()), len(lps[split]), STAGE_OF[split]))
     if cache is not None:
         metrics.update({"adapt/cache_size": cache.size, "adapt/cache_theta": cache.theta})

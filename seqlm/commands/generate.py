@@ -45,11 +45,6 @@ def sample(
 
 def run(cfg: DictConfig) -> list[str]:
     scorer = load_scorer(cfg.ckpt)
-    if scorer.pseudo:
-        raise SeqlmError(
-            f"ckpt={str(cfg.ckpt)!r} is a bidirectional cloze model: it cannot "
-            "generate left to right; use `fill` with it"
-        )
     words = scorer.tokenize(str(cfg.prompt))
     prompt = scorer.encode_known(words, "prompt") if words else []
     gen = torch.Generator().manual_seed(int(cfg.seed))

@@ -1,6 +1,6 @@
 """``gradients RUN_DIR... [lags=K]``: gradients through time, ``g_k = ||dℓ_t / ds_{t-k}||``
 for k = 0..K, for trained runs and (``model=NAME data=NAME``) an untrained network, as
-``seqlm.gradflow`` defines it. Writes ``gradients.csv`` (run, cell, k, mean, std) and
+``seqlm.analysis.gradflow`` defines it. Writes ``gradients.csv`` (run, cell, k, mean, std) and
 ``gradients.png`` (log-scale, one line per run) into ``out``."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from seqlm.commands.compare import _pyplot
+from seqlm.analysis.gradflow import summary
 from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
-from seqlm.gradflow import summary
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
+from seqlm.plotting import pyplot
 from seqlm.scorers import Scorer, family_of, load_scorer, on_data
-from seqlm.scorers.network import NetworkScorer
+from seqlm.scorers.network import network_scorer
 
 
 @dataclass
@@ -45,7 +45,7 @@ def untrained(cfg: DictConfig) -> tuple[Scorer, np.ndarray]:
     torch.manual_seed(cfg.seed)
     container = OmegaConf.to_container(cfg, resolve=True)
     config = {"model": container["model"], "data": container["data"]}
-    return NetworkScorer(LitLM(config["model"], {}, data.vocab.itos, config)), data.ids[cfg.split]
+    return network_scorer(LitLM(config["model"], {}, data.vocab.itos, config)), data.ids[cfg.split]
 
 
 def curves_of(cfg: DictConfig) -> list[Curve]:
@@ -69,7 +69,7 @@ def curves_of(cfg: DictConfig) -> list[Curve]:
 
 
 def plot(curves: list[Curve], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = {}  # one colour per cell; an untrained network dotted
     for c in curves:

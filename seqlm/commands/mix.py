@@ -71,14 +71,8 @@ def component_logprobs(path: str, data, scorer=None) -> dict[str, np.ndarray]:
     targets of ``data``."""
     tokens = token_file(path)
     if tokens is None:
-        scorer = scorer or load_scorer(path)
-        if scorer.pseudo:
-            raise SeqlmError(
-                f"mix: {path} is a bidirectional cloze model; its pseudo-log-likelihoods are "
-                "not probabilities of the text and cannot be interpolated"
-            )
-        scorer = scorer.for_data(data)  # one vocabulary, or refused
-        return {s: scorer.token_logprobs(data.ids[s], data.eval_batch_size) for s in SPLITS}
+        scorer = (scorer or load_scorer(path)).for_data(data)  # one vocabulary, or refused
+        return {s: scorer.text_logprobs(data.ids[s], data.eval_batch_size) for s in SPLITS}
     if bool(tokens["pseudo"]):
         raise SeqlmError(f"mix: {path} holds pseudo-log-likelihoods; they cannot be interpolated")
     for split in SPLITS:

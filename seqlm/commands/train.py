@@ -4,38 +4,29 @@ counted once on the same data and scored on the same targets."""
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
-from seqlm.checkpointing import (
-    AtomicCheckpointIO,
-    best_or_last,
-    checkpoint_callbacks,
-    init_weights,
-)
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
-from seqlm.launch import check_launch
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
 from seqlm.quiet import silence_known_notices
-from seqlm.resume import last_checkpoint, resumed_config
-from seqlm.rundir import History, finish, run_dir_of, write_config, write_metrics
+from seqlm.rundir import finish, run_dir_of, write_config, write_metrics
 from seqlm.schema import network_description, run_metrics
 from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
 from seqlm.tracking import log_final, make_loggers
-
-PROGRESS_EVERY = 10  # training steps per redraw of the progress bar
+from seqlm.training.checkpointing import best_or_last, init_weights
+from seqlm.training.launch import check_launch
+from seqlm.training.resume import last_checkpoint, resumed_config
+from seqlm.training.trainer import make_trainer, peak_memory
 
 
 def train(
@@ -103,7 +94,7 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ``model.write_arpa=false``: the npz is the exact format, the ARPA file an export)."""
     started = time.perf_counter()
     data = prepared_data(cfg.data, "stream", run_dir)
-    container = _container(cfg)
+    container = OmegaConf.to_container(cfg, resolve=True)
     fit_options = {k: v for k, v in container["model"].items() if k != "write_arpa"}
     scorer = fit_ngram(build("model", fit_options, _convert_="all"), data, container)
     train_s = time.perf_counter() - started
@@ -117,45 +108,6 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     metrics = run_metrics(scorer.describe(), evaluation, facts)
     log_final(make_loggers(cfg, run_dir), container, metrics)
     return finish(run_dir, metrics)
-
-
-def _container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def make_trainer(cfg: DictConfig, run_dir: Path, extra: list | None):
-    """(trainer, the best-checkpoint callback, loggers) for ``cfg.trainer``."""
-    ckpts = checkpoint_callbacks(cfg, run_dir)
-    loggers = make_loggers(cfg, run_dir)
-    user = [build(f"callbacks.{k}", c) for k, c in (cfg.get("callbacks") or {}).items()]
-    monitor = [LearningRateMonitor(logging_interval="step")] if loggers else []  # train/lr
-    callbacks = [*ckpts, History(run_dir / "history.jsonl"), *monitor, *user, *(extra or [])]
-    if cfg.trainer.get("enable_progress_bar", True) and not any(
-        isinstance(c, ProgressBar) for c in callbacks
-    ):
-        # Lightning's bar redraws every step; on a small model that is ~1% of the step, and
-        # W&B's console capture copies every redraw. Ten steps a redraw is still live.
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY))
-    trainer: pl.Trainer = build(
-        "trainer",
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO()],
-        # A new loader every epoch is how the stream learns its epoch (set_epoch): AWD window
-        # lengths and sentence order are drawn per epoch, and the resume position names it.
-        reload_dataloaders_every_n_epochs=1,
-    )
-    return trainer, ckpts[0], loggers
-
-
-def peak_memory() -> dict[str, int]:
-    """Peak resident memory of this process (and peak GPU memory allocated), in bytes."""
-    out = {"memory/peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if torch.cuda.is_available():
-        out["memory/peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
-    return out
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

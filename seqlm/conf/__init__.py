@@ -17,15 +17,16 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def is_ngram_preset(name: str) -> bool:
-    """Whether ``model=name`` is an n-gram model (its preset targets the ``ngram`` package)."""
+def preset_target(group: str, name: str) -> str | None:
+    """The ``_target_`` that ``group=name`` builds (through the presets it is built on), or
+    ``None`` for no such preset."""
     from omegaconf import OmegaConf
 
-    path = CONF_DIR / "model" / f"{name}.yaml"
+    path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
-        return False
+        return None
     node = OmegaConf.load(path)
     if "_target_" in node:
-        return str(node._target_).startswith("ngram.")
+        return str(node._target_)
     bases = [b for b in node.get("defaults", []) if isinstance(b, str) and b != "_self_"]
-    return any(is_ngram_preset(b) for b in bases)  # a preset built on another one
+    return next((t for b in bases if (t := preset_target(group, b)) is not None), None)

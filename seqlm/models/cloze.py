@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from seqlm.data.batching import IGNORE
+from seqlm.models.output import LanguageModel
 from seqlm.models.recurrent import check_options, make_rnn, run_rnn
 
 
@@ -33,7 +34,7 @@ def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
-class ClozeLM(nn.Module):
+class ClozeLM(LanguageModel):
     """Forward and backward recurrent stacks over a shared word embedding. The shipped
     defaults of every argument but ``vocab_size`` are in ``conf/model/birnn.yaml``.
 
@@ -87,17 +88,25 @@ class ClozeLM(nn.Module):
             nn.init.uniform_(dec.weight, -0.1, 0.1)
         nn.init.zeros_(self.dec_fwd.bias)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (B, T+2): boundary, the T positions to predict, boundary (then padding);
         lengths (B,): valid positions per row, both boundaries included.
-        Returns logits (B, T, V): row t predicts ``tokens[:, t+1]``."""
+        Returns (B, T, 2H): row t is ``[s_{t-1}, s'_{t+1}]``, both sides of ``tokens[:, t+1]``."""
         x = self.emb_drop(self.embedding(tokens))  # (B, T+2, E)
         s, _ = run_rnn(self.fwd, x, None)  # s[:, t] has read tokens[:, :t+1]
         sb, _ = run_rnn(self.bwd, reverse_within(x, lengths), None)
         sb = reverse_within(sb, lengths)  # sb[:, t] has read tokens[:, t:length]
         left = self.out_drop(s[:, :-2])  # s_{t-1} for targets t = 1..T
         right = self.out_drop(sb[:, 2:])  # s'_{t+1}
-        return self.dec_fwd(left) + self.dec_bwd(right)
+        return torch.cat([left, right], -1)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        left, right = hidden.chunk(2, -1)
+        return self.dec_fwd(left) + self.dec_bwd(right)  # V s_{t-1} + V' s'_{t+1}
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of ``features``' positions: row t predicts ``tokens[:, t+1]``."""
+        return self.logits(self.features(tokens, lengths))
 
     @staticmethod
     def lengths_of(target: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
+from seqlm.compat import flat_weight_names
 from seqlm.errors import SeqlmError
+from seqlm.models.output import LanguageModel
 from seqlm.models.regularisers import (
     LockedDropout,
     activation_penalty,
@@ -150,7 +152,7 @@ class LayerStack(nn.Module):
         (training with ``wdrop`` only, else ``None``: the parameters themselves)."""
         if not self.training or self.wdrop == 0:
             return None
-        names = layer._flat_weights_names
+        names = flat_weight_names(layer)
         weights = {n: getattr(layer, n) for n in names}
         w = weights["weight_hh_l0"]
         weights["weight_hh_l0"] = w * dropout_mask(w, w.shape, self.wdrop)
@@ -169,7 +171,7 @@ class LayerStack(nn.Module):
         return x, tuple(states)
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(LanguageModel):
     """Embedding -> ``num_layers`` recurrent layers -> linear decoder. The shipped defaults of
     every argument but ``vocab_size`` are in ``conf/model/rnn.yaml`` (one source).
 
@@ -268,16 +270,43 @@ class RecurrentLM(nn.Module):
         if tie_weights:
             self.decoder.weight = self.embedding.weight
 
-    def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        """tokens (B, T) -> logits (B, T, V) and the state after the last step.
-        ``state`` is None (zeros) or what the previous call returned."""
+    def features(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) -> the top layer's outputs (B, T, H), dropped out as the decoder
+        reads them, and the state after the last step. ``state`` is None (zeros) or what the
+        previous call returned. In training, ``penalty`` gets AWD-LSTM's AR + TAR."""
         x = embedding_dropout(self.embedding, tokens, self.dropoute, self.training)  # (B, T, E)
         x = self.lock_in(self.emb_drop(x))
         s, state = run_rnn(self.rnn, x, state)  # (B, T, H); state (L, B, H), a pair for LSTM
         dropped = self.out_drop(self.lock_out(s))
         if self.training and (self.alpha or self.beta):
             self.penalty = activation_penalty(s, dropped, self.alpha, self.beta)
-        return self.decoder(dropped), state
+        return dropped, state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(hidden)  # V s_t
+
+    def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) -> logits (B, T, V) and the state after the last step."""
+        hidden, state = self.features(tokens, state)
+        return self.logits(hidden), state
+
+    # -- the top layer's s_t inside a state (gradients through time read and splice it) --------
+    def _last_layer(self, state: State) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if isinstance(self.rnn, LayerStack):
+            state = state[-1]
+        return state if self.cell == "lstm" else (state, None)  # h (L, B, H), c or None
+
+    def top_state(self, state: State) -> torch.Tensor:
+        """The top layer's ``s_t`` (B, H) in ``state`` (``h`` for an LSTM)."""
+        return self._last_layer(state)[0][-1]
+
+    def with_top_state(self, state: State, top: torch.Tensor) -> State:
+        """``state`` with the top layer's ``s_t`` replaced by ``top`` (B, H), so that the next
+        step reads that very tensor (and a gradient with respect to it sees every use)."""
+        h, c = self._last_layer(state)
+        h = torch.cat([h[:-1], top[None]], 0)
+        last = h if c is None else (h, c)
+        return (*state[:-1], last) if isinstance(self.rnn, LayerStack) else last
 
 
 def layer_sizes(hidden_size: int, num_layers: int, hidden_sizes: list[int] | None) -> list[int]:

@@ -1,7 +1,8 @@
 """One interface for every model a command can load: a network's checkpoint, an n-gram run,
-a foreign ARPA file. ``eval``, ``score``, ``generate``, ``fill`` and ``compare`` see models only
-through ``Scorer``; ``load_scorer`` is the one place that decides which family a file holds
-(``family_of`` does the same for a training config).
+a foreign ARPA file. The commands see models only through ``Scorer``; ``load_scorer`` is the
+one place that decides which family a file holds, and ``family_of`` the one place that decides
+it for a config (from its ``_target_``). Each kind of model offers what it can; what it cannot
+do is refused by ``Scorer.refuse``, with one message per kind.
 
 What every log-probability means is written down in ``docs/evaluation.md``: natural logs,
 every token of a line and its ``<eos>`` predicted, contexts starting at an ``<eos>`` (``<s>``)
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -23,8 +24,8 @@ from seqlm.errors import SeqlmError
 if TYPE_CHECKING:
     from seqlm.data import LMData
 
-FAMILIES = ("network", "ngram")
 BLANK_EXCLUDED = (Vocab.unk_id, Vocab.eos_id)  # never proposed for a blank
+ADAPTATION = "weights a neural cache or dynamic evaluation could adapt (cache.*, dynamic.*)"
 
 
 class Scorer(ABC):
@@ -37,11 +38,14 @@ class Scorer(ABC):
         family: ``network`` or ``ngram``.
         pseudo: its log-probabilities are pseudo-log-likelihoods (the bidirectional model).
         layout: the ``LMData`` layout its evaluation reads.
+        kind, instead: what the model is, and what to use it for, in a refusal.
     """
 
     family: str
     pseudo: bool = False
     layout: str = "stream"  # how its data is batched: ``stream`` or ``sentences``
+    kind: str
+    instead: str = ""
 
     def __init__(self, vocab: Vocab, config: dict, path: Path | None):
         self.vocab, self.config, self.path = vocab, config, path
@@ -80,23 +84,39 @@ class Scorer(ABC):
     def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
         """log p of each line (its ``<eos>`` included), each from a fresh ``<eos>`` context."""
 
-    @abstractmethod
+    def text_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        """``token_logprobs`` where they are probabilities of the text, left to right, which a
+        mixture may interpolate; refused for pseudo-log-likelihoods."""
+        return self.token_logprobs(ids, rows)
+
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         """log p(w | ``<eos>`` prefix) for every id w (left-to-right models)."""
+        self.refuse("next-word distribution (generate, decoders)")
 
     def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
         """log p(w | left, right) for every id w, ``<unk>`` and ``<eos>`` excluded: for a
         left-to-right model, p(left w right) normalised over the vocabulary."""
         cands = [[*left, w, *right] for w in range(len(self.vocab))]
-        return _normalise_blank(self.sentence_logprobs(cands))
+        return normalise_blank(self.sentence_logprobs(cands))
 
     def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
         """``g_k = ||dℓ_t / ds_{t-k}||`` for k = 0..lags in each of ``windows`` windows of
-        ``ids`` (``seqlm.gradflow`` defines it); only left-to-right networks have one."""
-        raise SeqlmError(
-            f"ckpt={str(self.path)!r}: {self.family} models have no hidden state whose gradient "
-            "could flow back through time"
-        )
+        ``ids`` (``seqlm.analysis.gradflow`` defines it); left-to-right networks only."""
+        self.refuse("hidden state whose gradient could flow back through time (gradients)")
+
+    def adapted_logprobs(self, ids: np.ndarray, rows: int, window: int, cache, dynamic):
+        """``token_logprobs`` under a neural cache and/or dynamic evaluation
+        (``seqlm.adapt``); left-to-right networks only."""
+        self.refuse(ADAPTATION)
+
+    def tune_adaptation(self, ids, rows, window, cache, dynamic, search_cache, search_dynamic):
+        """``seqlm.adapt.tune`` on this model: (cache, dynamic, every point tried)."""
+        self.refuse(ADAPTATION)
+
+    def refuse(self, what: str) -> NoReturn:
+        """The one refusal of what this kind of model cannot do."""
+        instead = f"; {self.instead}" if self.instead else ""
+        raise SeqlmError(f"ckpt={str(self.path)!r} is {self.kind}: it has no {what}{instead}")
 
     @abstractmethod
     def evaluate(self, data: LMData, splits: tuple[str, ...] = ("valid", "test")) -> dict:
@@ -119,7 +139,9 @@ class Scorer(ABC):
         return self
 
 
-def _normalise_blank(scores: np.ndarray) -> np.ndarray:
+def normalise_blank(scores: np.ndarray) -> np.ndarray:
+    """Scores of every word for a blank (V,) -> log-probabilities over the words a blank may
+    hold (``<unk>`` and ``<eos>`` get -inf)."""
     scores = np.asarray(scores, dtype=np.float64).copy()
     scores[list(BLANK_EXCLUDED)] = -np.inf
     top = scores.max()
@@ -160,4 +182,4 @@ def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
     return load_network(p)
 
 
-__all__ = ["FAMILIES", "Scorer", "family_of", "load_scorer", "on_data"]
+__all__ = ["Scorer", "family_of", "load_scorer", "normalise_blank", "on_data"]

@@ -1,4 +1,5 @@
-"""A trained network (``RecurrentLM`` or the bidirectional ``ClozeLM``) as a ``Scorer``."""
+"""A trained network as a ``Scorer``: ``LeftToRightScorer`` for a ``RecurrentLM``,
+``ClozeScorer`` for the bidirectional ``ClozeLM``, each offering what its model can do."""
 
 from __future__ import annotations
 
@@ -10,20 +11,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.adapt import adapted_logprobs
+from seqlm.adapt import adapted_logprobs, tune
 from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
 from seqlm.lit import LitLM
 from seqlm.schema import STAGE_OF, data_description, network_description
-from seqlm.scorers import Scorer, _normalise_blank
+from seqlm.scorers import Scorer, normalise_blank
 
 WINDOW = 256  # positions per forward call when scoring a stream (the state is carried)
 
 
 class NetworkScorer(Scorer):
-    """``lit``'s network in evaluation mode. Sentence batches and streams are scored with
-    ``torch.no_grad`` on the CPU or wherever ``lit`` lives."""
+    """``lit``'s network in evaluation mode: what both kinds of network share. Batches are
+    scored with ``torch.no_grad`` on the CPU or wherever ``lit`` lives, in float64 after the
+    output layer (``RecurrentLM.target_log_probs``)."""
 
     family = "network"
 
@@ -31,89 +33,30 @@ class NetworkScorer(Scorer):
         super().__init__(Vocab(lit.vocab_tokens), lit.run_config or {}, path)
         self.lit = lit.eval()
         self.net = lit.net
-        self.pseudo = lit.pseudo
         self.layout = self.net.layout
 
-    def _logprobs_of_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T) log p of each target of a ``SentenceBatches`` batch (padding: 0)."""
-        target = batch["target"]
-        logits = self.net(batch["input"], self.net.lengths_of(target))
-        logp = torch.log_softmax(logits.double(), -1)
-        return logp.gather(2, target.clamp(min=0)[..., None]).squeeze(2) * (target != IGNORE)
-
-    @torch.no_grad()
-    def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
-        ids = np.asarray(ids)
-        if self.pseudo:  # each line between <eos> boundaries, in corpus order
-            out = []
-            for batch in SentenceBatches(ids, Vocab.eos_id, 64, shuffle=False):
-                lp = self._logprobs_of_targets(batch)
-                keep = batch["target"] != IGNORE
-                out.extend(lp[r][keep[r]].numpy() for r in range(len(lp)))
-            return np.concatenate(out) if out else np.zeros(0)
-        # the plain stream walk of seqlm.adapt: no cache, no dynamic evaluation
-        return adapted_logprobs(self.net, ids, rows, WINDOW)
+    @staticmethod
+    def padded_targets(lines: list[list[int]]) -> torch.Tensor:
+        """(B, W) the lines with their ``<eos>``, padded with ``IGNORE``."""
+        chunk = [[*ln, Vocab.eos_id] for ln in lines]
+        target = torch.full((len(chunk), max(map(len, chunk))), IGNORE, dtype=torch.long)
+        for row, c in enumerate(chunk):
+            target[row, : len(c)] = torch.tensor(c)
+        return target
 
     @torch.no_grad()
     def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
         """For the bidirectional model, the pseudo-log-likelihood: the sum over the line of
         log p(w_t | every other word)."""
-        eos, out = Vocab.eos_id, np.zeros(len(lines))
+        out = np.zeros(len(lines))
         for start in range(0, len(lines), batch_size):
-            chunk = [[*ln, eos] for ln in lines[start : start + batch_size]]
-            width = max(len(c) for c in chunk)
-            target = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
-            for row, c in enumerate(chunk):
-                target[row, : len(c)] = torch.tensor(c)
-            if self.pseudo:  # <eos> w.. <eos> <eos>: boundaries on both sides
-                inp = torch.full((len(chunk), width + 2), eos)
-                inp[:, 1:-1] = target.clamp(min=0)
-                inp[:, 1:-1][target == IGNORE] = eos
-                lp = self._logprobs_of_targets({"input": inp, "target": target})
-            else:
-                inp = torch.cat([torch.full((len(chunk), 1), eos), target.clamp(min=0)[:, :-1]], 1)
-                logits, _ = self.net(inp)
-                logp = torch.log_softmax(logits.double(), -1)
-                lp = logp.gather(2, target.clamp(min=0)[..., None]).squeeze(2)
-                lp = lp * (target != IGNORE)
-            out[start : start + len(chunk)] = lp.sum(1).numpy()
+            target = self.padded_targets(lines[start : start + batch_size])
+            out[start : start + len(target)] = self.line_logprobs(target).sum(1).numpy()
         return out
 
-    @torch.no_grad()
-    def next_logprobs(self, prefix: list[int]) -> np.ndarray:
-        if self.pseudo:
-            raise SeqlmError(
-                f"ckpt={str(self.path)!r} is a bidirectional cloze model: it has no "
-                "left-to-right distribution; use `fill` with it"
-            )
-        logits, _ = self.net(torch.tensor([[Vocab.eos_id, *prefix]]))
-        return torch.log_softmax(logits[0, -1].double(), -1).numpy()
-
-    @torch.no_grad()
-    def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
-        if not self.pseudo:
-            return super().blank_logprobs(left, right)
-        eos = Vocab.eos_id
-        tokens = torch.tensor([[eos, *left, 0, *right, eos, eos]])
-        logits = self.net(tokens, torch.tensor([tokens.shape[1]]))
-        return _normalise_blank(logits[0, len(left)].double().numpy())
-
-    def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
-        if self.pseudo:
-            raise SeqlmError(
-                f"ckpt={str(self.path)!r} is a bidirectional cloze model: it predicts each token "
-                "from both sides, so no loss at one step depends on states k steps back only; "
-                "gradients measures left-to-right networks"
-            )
-        from seqlm.gradflow import gradient_norms
-        from seqlm.models.recurrent import LayerStack
-
-        if isinstance(getattr(self.net, "rnn", None), LayerStack):
-            raise SeqlmError(
-                f"ckpt={str(self.path)!r} has per-layer modules (hidden_sizes, dropouth or "
-                "wdrop): gradients measures networks whose layers are one module"
-            )
-        return gradient_norms(self.net, ids, lags, windows)
+    def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, W) log p of each target of a batch of whole lines (0 at padding)."""
+        raise NotImplementedError
 
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         import pytorch_lightning as pl
@@ -144,6 +87,81 @@ class NetworkScorer(Scorer):
         }
 
 
+class LeftToRightScorer(NetworkScorer):
+    """A ``RecurrentLM``: probabilities of text, a next-word distribution, gradients through
+    time, and the test-time methods of ``seqlm.adapt``."""
+
+    kind = "a left-to-right network"
+
+    def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        return self.adapted_logprobs(ids, rows, WINDOW, None, None)  # no cache, no adaptation
+
+    def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
+        inp = torch.cat([torch.full_like(target[:, :1], Vocab.eos_id), target[:, :-1]], 1)
+        hidden, _ = self.net.features(inp.clamp(min=0))
+        return self.net.target_log_probs(hidden, target, torch.float64)
+
+    @torch.no_grad()
+    def next_logprobs(self, prefix: list[int]) -> np.ndarray:
+        hidden, _ = self.net.features(torch.tensor([[Vocab.eos_id, *prefix]]))
+        return self.net.log_probs(hidden[0, -1], torch.float64).numpy()
+
+    def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
+        from seqlm.analysis.gradflow import gradient_norms
+
+        return gradient_norms(self.net, ids, lags, windows)
+
+    def adapted_logprobs(self, ids, rows, window, cache, dynamic) -> np.ndarray:
+        return adapted_logprobs(self.net, np.asarray(ids), rows, window, cache, dynamic)
+
+    def tune_adaptation(self, ids, rows, window, cache, dynamic, search_cache, search_dynamic):
+        return tune(self.net, ids, rows, window, cache, dynamic, search_cache, search_dynamic)
+
+
+class ClozeScorer(NetworkScorer):
+    """The bidirectional ``ClozeLM``: each word from both sides, so pseudo-log-likelihoods
+    (``eval``, ``score``) and the blank's distribution (``fill``); nothing left to right."""
+
+    kind = "a bidirectional cloze model"
+    instead = (
+        "it predicts each word from both sides, so its scores are pseudo-log-likelihoods, not "
+        "probabilities of the text; use it with fill, eval or score"
+    )
+    pseudo = True
+
+    def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
+        inp = torch.full((len(target), target.shape[1] + 2), Vocab.eos_id)
+        inp[:, 1:-1] = torch.where(target == IGNORE, Vocab.eos_id, target)  # <eos> w.. <eos>
+        hidden = self.net.features(inp, self.net.lengths_of(target))
+        return self.net.target_log_probs(hidden, target, torch.float64)
+
+    @torch.no_grad()
+    def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        out = []  # each line between <eos> boundaries, in corpus order
+        for batch in SentenceBatches(np.asarray(ids), Vocab.eos_id, 64, shuffle=False):
+            target = batch["target"]
+            hidden = self.net.features(batch["input"], self.net.lengths_of(target))
+            lp = self.net.target_log_probs(hidden, target, torch.float64)
+            keep = target != IGNORE
+            out.extend(lp[r][keep[r]].numpy() for r in range(len(lp)))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def text_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        self.refuse("probabilities of the text to interpolate (mix)")
+
+    @torch.no_grad()
+    def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
+        eos = Vocab.eos_id
+        tokens = torch.tensor([[eos, *left, 0, *right, eos, eos]])
+        hidden = self.net.features(tokens, torch.tensor([tokens.shape[1]]))
+        return normalise_blank(self.net.log_probs(hidden[0, len(left)], torch.float64).numpy())
+
+
+def network_scorer(lit: LitLM, path: Path | None = None) -> NetworkScorer:
+    """The scorer of ``lit``'s kind of network."""
+    return (ClozeScorer if lit.pseudo else LeftToRightScorer)(lit, path)
+
+
 def load_network(path: Path) -> NetworkScorer:
     """A network from a run directory (its best checkpoint, else its last) or a ``.ckpt``
     file, read with ``weights_only=True``."""
@@ -166,7 +184,7 @@ def load_network(path: Path) -> NetworkScorer:
         raise SeqlmError(
             f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({type(e).__name__})"
         ) from None
-    return NetworkScorer(lit, ckpt_file)
+    return network_scorer(lit, ckpt_file)
 
 
 def with_preset_defaults(model: dict) -> dict:

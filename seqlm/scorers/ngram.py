@@ -30,6 +30,7 @@ class NgramScorer(Scorer):
     (``for_data``); ``arpa_unk`` names its word for the data's ``<unk>``."""
 
     family = "ngram"
+    kind = "an n-gram model"
 
     def __init__(
         self,

@@ -16,6 +16,11 @@ The finetune stage (awd-lstm-lm's ``finetune.py``) is a new run started from the
 checkpoint's weights (``init_from=``) with ``optim.average_from_start=true``: averaging from the
 first step, and the same trigger, met by the averaged weights' loss, ends training.
 
+``NTASGD`` is the Lightning callback that runs it, as Lightning's own SWA callback swaps averaged
+weights in: the mean goes into the weights for every validation while fitting and comes out
+again after it, every checkpoint's ``state_dict`` is the mean, and ``checkpoint["seqlm"]
+["averaging"]`` holds the rest of the state.
+
 Two departures from awd-lstm-lm's ``main.py``, both on purpose:
 - it averaged ``model.parameters()`` only, leaving out the split-softmax criterion's weights
   (#77); here every parameter of the LightningModule is averaged, the decoder included;
@@ -26,8 +31,11 @@ Two departures from awd-lstm-lm's ``main.py``, both on purpose:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from seqlm.errors import SeqlmError
@@ -138,3 +146,81 @@ class Averaging:
             with torch.no_grad():
                 for p, r in zip(params, state["raw"]):
                     p.copy_(r)
+
+
+class NTASGD(pl.Callback):
+    """NT-ASGD during ``fit``: ``Averaging(nonmono, from_start)`` of every parameter of the
+    LightningModule, updated after every optimizer step.
+
+    Args:
+        nonmono: validations without improvement before averaging starts (``optim.nonmono``).
+        from_start: average from the first step; the trigger then ends training (finetuning,
+            ``optim.average_from_start``).
+    """
+
+    def __init__(self, nonmono: int, from_start: bool = False):
+        self.averaging = Averaging(nonmono, from_start)
+        self._raw: list[torch.Tensor] | None = None  # the weights while the mean is evaluated
+        self._loaded: dict | None = None  # a resumed run's state, until training starts
+        self._step = 0  # the optimizer step last folded into the mean
+
+    @staticmethod
+    def _fitting(trainer: pl.Trainer) -> bool:
+        return trainer.state.fn == "fit" and not trainer.sanity_checking
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A resume: the checkpoint's ``state_dict`` was the mean; the raw weights and the
+        averaging state go back in before the first step."""
+        params = list(pl_module.parameters())
+        if self._loaded is not None:
+            self.averaging.load_state_dict(self._loaded, params)
+            self._loaded = None
+        elif self.averaging.from_start and not self.averaging.active:
+            self.averaging.start(params)
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        # before any checkpoint of this step: Lightning runs checkpoint callbacks last, and
+        # make_trainer puts this one before seqlm's timed snapshots
+        if trainer.global_step != self._step:  # an optimizer step was taken (accumulation)
+            self._step = trainer.global_step
+            self.averaging.update(pl_module.parameters())
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule):
+        if self._fitting(trainer):  # NT-ASGD evaluates the mean
+            self._raw = self.averaging.use_mean(list(pl_module.parameters()))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Back to the raw weights after evaluating the mean; the loss goes to the trigger
+        (the module's ``results`` hold it by now, before any checkpoint callback runs)."""
+        if not self._fitting(trainer):
+            return
+        params = list(pl_module.parameters())
+        if self._raw is not None:
+            self.averaging.restore(params, self._raw)
+            self._raw = None
+        loss = float(pl_module.results["val"]["val/loss"])
+        event = self.averaging.record(loss, params)
+        if event is None:
+            return
+        losses, nonmono = self.averaging.losses, self.averaging.nonmono
+        why = (
+            f"NT-ASGD: validation loss {loss:.4f} is worse than the best from more than "
+            f"{nonmono} validations ago ({min(losses[: -nonmono - 1]):.4f})"
+        )
+        if event == "switch":
+            rank_zero_info(f"{why}: averaging the weights from step {trainer.global_step} on")
+        else:  # averaging from the start (finetuning): the trigger ends training
+            rank_zero_info(f"{why}: finetuning stops")
+            trainer.should_stop = True
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """The mean is what evaluation, ``best.ckpt`` and ``init_from`` load; the raw weights
+        and the rest of the state ride beside it for a resume."""
+        params = list(pl_module.parameters())
+        sd = checkpoint["state_dict"]
+        checkpoint["state_dict"] = self.averaging.averaged_state_dict(pl_module, sd)
+        checkpoint.setdefault("seqlm", {})["averaging"] = self.averaging.state_dict(params)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._loaded = checkpoint.get("seqlm", {}).get("averaging")

@@ -1,0 +1,35 @@
+"""The three places seqlm reads a library's private internals, each behind one function.
+
+Checked against torch 2.13.0, pytorch-lightning 2.6.6 and wandb 0.31.0 (the versions the test
+suite runs; ``pyproject.toml`` pins the ranges to them). If a release renames one of these, the
+function here is the only code to change, and the test beside it says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+
+def flat_weight_names(rnn: nn.RNNBase) -> list[str]:
+    """The names of a recurrent module's weights in the order its kernel takes them
+    (``weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0``; torch's ``_flat_weights_names``),
+    for a call with replaced weights (weight drop)."""
+    return list(rnn._flat_weights_names)
+
+
+def logging_this_step(trainer: Any) -> bool:
+    """Whether Lightning sends this training step's logged values to the loggers (every
+    ``trainer.log_every_n_steps``): what its own ``LearningRateMonitor`` asks, through the
+    private logger connector. ``True`` without a trainer."""
+    return trainer is None or trainer._logger_connector.should_update_logs
+
+
+def drop_wandb_anonymous(logger: Any) -> None:
+    """Lightning passes ``anonymous=None`` to ``wandb.init`` (its ``_wandb_init`` keyword
+    dictionary), and wandb warns that the setting "has no effect" whatever its value; leaving
+    it out is the same run, quietly."""
+    init = logger._wandb_init
+    if init.get("anonymous", False) is None:
+        init.pop("anonymous")

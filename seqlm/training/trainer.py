@@ -1,0 +1,73 @@
+"""The Trainer of a network's run: its callbacks, loggers and checkpoint I/O."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    TQDMProgressBar,
+)
+
+from seqlm.build import build
+from seqlm.rundir import History
+from seqlm.tracking import make_loggers
+from seqlm.training.averaging import NTASGD
+from seqlm.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
+from seqlm.training.resume import ExactResume
+
+PROGRESS_EVERY = 10  # training steps per redraw of the progress bar
+
+
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, extra: list | None
+) -> tuple[pl.Trainer, ModelCheckpoint, list]:
+    """(trainer, the best-checkpoint callback, loggers) for ``cfg.trainer``, with ``extra``
+    callbacks added."""
+    ckpts = checkpoint_callbacks(cfg, run_dir)
+    loggers = make_loggers(cfg, run_dir)
+    nonmono = cfg.optim.get("nonmono")  # NT-ASGD, when set; before any snapshot of a step
+    averaging = [] if nonmono is None else [NTASGD(nonmono, cfg.optim.get("average_from_start"))]
+    user = [build(f"callbacks.{k}", c) for k, c in (cfg.get("callbacks") or {}).items()]
+    monitor = [LearningRateMonitor(logging_interval="step")] if loggers else []  # train/lr
+    callbacks = [
+        ExactResume(),
+        *averaging,
+        *ckpts,
+        History(run_dir / "history.jsonl"),
+        *monitor,
+        *user,
+        *(extra or []),
+    ]
+    if cfg.trainer.get("enable_progress_bar", True) and not any(
+        isinstance(c, ProgressBar) for c in callbacks
+    ):
+        # Lightning's bar redraws every step; on a small model that is ~1% of the step, and
+        # W&B's console capture copies every redraw. Ten steps a redraw is still live.
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY))
+    trainer: pl.Trainer = build(
+        "trainer",
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        # A new loader every epoch is how the stream learns its epoch (set_epoch): AWD window
+        # lengths and sentence order are drawn per epoch, and the resume position names it.
+        reload_dataloaders_every_n_epochs=1,
+    )
+    return trainer, ckpts[0], loggers
+
+
+def peak_memory() -> dict[str, int]:
+    """Peak resident memory of this process (and peak GPU memory allocated), in bytes."""
+    out = {"memory/peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available():
+        out["memory/peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
+    return out
