@@ -222,7 +222,7 @@ class _Dtypes(pl.Callback):
 
             return hook
 
-        pl_module.net.register_forward_hook(record(self.logits))
+        pl_module.net.decoder.register_forward_hook(record(self.logits))
         pl_module.net.rnn.register_forward_hook(record(self.cells))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
