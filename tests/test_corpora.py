@@ -120,8 +120,10 @@ def test_bad_files_get_one_line_errors(tmp_path, content, message):
 
 
 def test_bad_options_are_named(tmp_path):
-    with pytest.raises(SeqlmError, match="data.name='ptbb' is not one of"):
-        preset("data", "ptb", name="ptbb")
+    with pytest.raises(SeqlmError, match="data.corpus='seqlm.data.corpora.ptbb': no such corpus"):
+        preset("data", "ptb", corpus="seqlm.data.corpora.ptbb")
+    with pytest.raises(SeqlmError, match="data=ptb: unknown option"):
+        preset("data", "ptb", chapters=[1, 2])
     with pytest.raises(SeqlmError, match="data.bptt=0 must be a positive integer"):
         preset("data", "agreement", bptt=0)
     with pytest.raises(SeqlmError, match="data=text needs data.path"):

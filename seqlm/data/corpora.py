@@ -1,8 +1,10 @@
 """Corpora: each gives train/valid/test as streams of tokenized lines.
 
-Every corpus is a small class with ``lines(split)``, an iterator (a 100M-token corpus is never
-held as Python strings at once); ``make_corpus`` is the one place that maps a ``data.name`` to a
-class.
+Every corpus is a ``Corpus``: ``lines(split)`` is an iterator (a 100M-token corpus is never held
+as Python strings at once), ``key()`` what its id cache is keyed by, ``probes`` the agreement
+events it holds, ``facts`` the figures it reports beside a run's metrics. A data preset names
+its corpus's factory by dotted path in ``data.corpus`` (``seqlm.data.corpora.ptb``), built from
+there like every other object of a config.
 """
 
 from __future__ import annotations
@@ -85,6 +87,43 @@ def _lines_of(path: Path) -> Iterator[str]:
         raise SeqlmError(f"{path}: is empty")
 
 
+class Corpus:
+    """What ``LMData`` reads from a corpus."""
+
+    tokenizer: str
+
+    def sources(self) -> list[Path]:
+        """The files the corpus reads."""
+        raise NotImplementedError
+
+    def lines(self, split: str) -> Iterator[list[str]]:
+        """The tokenized lines of ``split`` (``train``, ``valid`` or ``test``), in order."""
+        raise NotImplementedError
+
+    def key(self) -> str:
+        """What the id cache is keyed by: the sources' contents and the tokenizer."""
+        h = hashlib.sha256()
+        for path in self.sources():
+            if not path.is_file():
+                raise SeqlmError(f"{path}: no such file")
+            file_hash = hashlib.sha256()
+            with path.open("rb") as f:  # in blocks: a corpus may be larger than memory
+                while block := f.read(1 << 20):
+                    file_hash.update(block)
+            h.update(file_hash.digest())
+        h.update(self.tokenizer.encode())
+        return h.hexdigest()
+
+    def probes(self, split: str, stoi: dict[str, int]) -> dict[str, np.ndarray] | None:
+        """Agreement events of ``split``'s targets (``index``, ``wrong``, ``distance``), or
+        ``None`` for a corpus without them."""
+        return None
+
+    def facts(self, split: str) -> dict[str, float]:
+        """Figures of ``split`` that belong beside a run's metrics (``ppl_floor``)."""
+        return {}
+
+
 def locate(corpus: str, fname: str, root: str | None, url: str, sha256: str) -> Path:
     """``fname`` (or ``fname.gz``) in ``root``; without a root, in the cache, else downloaded
     there once and checked against ``sha256``."""
@@ -104,7 +143,7 @@ def locate(corpus: str, fname: str, root: str | None, url: str, sha256: str) -> 
 
 
 @dataclass
-class FileCorpus:
+class FileCorpus(Corpus):
     """Three files, one per split, read from ``root`` or downloaded into the cache."""
 
     name: str
@@ -187,7 +226,7 @@ def clean_paragraph(line: str) -> str:
 
 
 @dataclass
-class Hongloumeng:
+class Hongloumeng(Corpus):
     """《红楼梦》, the 120-chapter novel (public domain), read at the character level by
     default, split by chapter: train 1..``chapters[0]``, valid up to ``chapters[1]``, test
     the rest. One paragraph is one line."""
@@ -228,7 +267,7 @@ class Hongloumeng:
 
 
 @dataclass
-class TextCorpus:
+class TextCorpus(Corpus):
     """Any UTF-8 text: three given files, or one file/folder split by line fractions
     (contiguous blocks: train first, then valid, then test, so no line leaks across)."""
 
@@ -299,7 +338,7 @@ class TextCorpus:
 
 
 @dataclass
-class AgreementCorpus:
+class AgreementCorpus(Corpus):
     """The built-in corpus (see ``seqlm.data.agreement``): generated, needs no file."""
 
     grammar: agreement.Grammar
@@ -327,6 +366,9 @@ class AgreementCorpus:
         ss = self.sentences(split)
         return math.exp(-sum(s.logprob for s in ss) / sum(len(s.words) + 1 for s in ss))
 
+    def facts(self, split: str) -> dict[str, float]:
+        return {"ppl_floor": self.ppl_floor(split)}
+
     def probes(self, split: str, stoi: dict[str, int]) -> dict[str, np.ndarray]:
         """Agreement events of a split's stream: the index of each main verb among the split's
         targets, the id of its wrong inflection, and the subject-verb distance."""
@@ -348,25 +390,17 @@ class AgreementCorpus:
         return hashlib.sha256(repr((self.grammar, self.seed, self.sizes)).encode()).hexdigest()
 
 
-CORPORA = ("agreement", "ptb", "wikitext2", "hongloumeng", "text")
+def agreement_corpus(
+    max_chunks: int, nesting: int, sizes: tuple[int, int, int], **grammar
+) -> AgreementCorpus:
+    """The built-in corpus of ``agreement.Grammar(max_chunks, nesting, ...)``, ``sizes``
+    tokens for train, valid and test."""
+    return AgreementCorpus(
+        agreement.Grammar(max_chunks=max_chunks, nesting=nesting, **grammar), sizes=tuple(sizes)
+    )
 
 
-def make_corpus(name: str, **opts):
-    """``data.name`` and its options -> a corpus object."""
-    if name == "agreement":
-        grammar_fields = {
-            k: opts.pop(k) for k in list(opts) if k in agreement.Grammar.__annotations__
-        }
-        sizes = tuple(opts.pop("sizes", (200_000, 20_000, 20_000)))
-        return AgreementCorpus(agreement.Grammar(**grammar_fields), opts.pop("seed", 0), sizes)
-    if name == "ptb":
-        return ptb(**opts)
-    if name == "wikitext2":
-        return wikitext2(**opts)
-    if name == "text":
-        return TextCorpus(**opts)
-    if name == "hongloumeng":
-        if "chapters" in opts:
-            opts["chapters"] = tuple(opts["chapters"])
-        return Hongloumeng(**opts)
-    raise SeqlmError(f"data.name={name!r} is not one of {', '.join(CORPORA)}")
+def hongloumeng(
+    root: str | None = None, chapters=(108, 114), tokenizer: str = "char"
+) -> Hongloumeng:
+    return Hongloumeng(root, tuple(chapters), tokenizer)

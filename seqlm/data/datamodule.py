@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from seqlm.data.batching import IGNORE, EvalStream, SentenceBatches, StreamLoader, TrainStream
-from seqlm.data.corpora import SPLITS, AgreementCorpus, make_corpus
+from seqlm.data.corpora import SPLITS, Corpus
 from seqlm.data.download import cache_dir
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
@@ -31,11 +31,28 @@ def prepared_data(node, layout: str = "stream", run_dir: Path | None = None) -> 
     return data
 
 
+def make_corpus(name: str, target: str, options: dict) -> Corpus:
+    """The corpus ``data.corpus`` names, built with its options; one line for a bad path or an
+    option it does not take."""
+    from hydra.utils import get_object
+
+    try:
+        factory = get_object(target)
+    except Exception:
+        raise SeqlmError(f"data.corpus={target!r}: no such corpus factory") from None
+    try:
+        return factory(**options)
+    except TypeError as e:
+        raise SeqlmError(f"data={name}: unknown option ({e})") from None
+
+
 class LMData(pl.LightningDataModule):
     """Token streams of one corpus, batched for the model's layout.
 
     Args:
-        name: the corpus: ``agreement``, ``ptb``, ``wikitext2`` or ``text``.
+        name: the data set's name, in metrics (``data/name``) and cache files.
+        corpus: the dotted path of the corpus's factory (``seqlm.data.corpora.ptb``), called
+            with ``**options``.
         batch_size: parallel streams (or sentences, for the cloze layout) per training batch,
             per process.
         eval_batch_size: parallel streams when evaluating; the same for any number of processes.
@@ -48,7 +65,7 @@ class LMData(pl.LightningDataModule):
             tokenize again.
         layout: ``stream`` (contiguous windows, left-to-right models) or ``sentences`` (padded
             lines, the cloze model): the ``layout`` of the network the data feeds.
-        **corpus: options of the corpus (``root``, ``tokenizer``, ``path``, ``max_chunks``, ...).
+        **options: the corpus's own (``root``, ``tokenizer``, ``path``, ``max_chunks``, ...).
 
     The shipped defaults are in ``conf/data/_base.yaml`` and the presets beside it.
     """
@@ -57,6 +74,7 @@ class LMData(pl.LightningDataModule):
         self,
         *,
         name: str,
+        corpus: str,
         batch_size: int,
         eval_batch_size: int,
         bptt: int,
@@ -66,7 +84,7 @@ class LMData(pl.LightningDataModule):
         seed: int,
         use_cache: bool,
         layout: str = "stream",
-        **corpus,
+        **options,
     ):
         super().__init__()
         for opt, value in (
@@ -76,10 +94,7 @@ class LMData(pl.LightningDataModule):
         ):
             if not isinstance(value, int) or value < 1:
                 raise SeqlmError(f"data.{opt}={value!r} must be a positive integer")
-        try:
-            self.corpus = make_corpus(name, **corpus)
-        except TypeError as e:
-            raise SeqlmError(f"data={name}: unknown option ({e})") from None
+        self.corpus = make_corpus(name, corpus, options)
         self.name = name
         self.batch_size, self.eval_batch_size, self.bptt = batch_size, eval_batch_size, bptt
         self.variable_bptt, self.seed = variable_bptt, seed
@@ -94,19 +109,7 @@ class LMData(pl.LightningDataModule):
 
     # -- tokens and vocabulary ---------------------------------------------------------------
     def _cache_key(self) -> str:
-        h = hashlib.sha256()
-        if isinstance(self.corpus, AgreementCorpus):
-            h.update(self.corpus.key().encode())
-        else:
-            for path in self.corpus.sources():
-                if not path.is_file():
-                    raise SeqlmError(f"{path}: no such file")
-                file_hash = hashlib.sha256()
-                with path.open("rb") as f:  # in blocks: a corpus may be larger than memory
-                    while block := f.read(1 << 20):
-                        file_hash.update(block)
-                h.update(file_hash.digest())
-            h.update(self.corpus.tokenizer.encode())
+        h = hashlib.sha256(self.corpus.key().encode())
         h.update(repr((self.name, self.min_freq, self.max_size)).encode())
         return h.hexdigest()[:24]
 
@@ -140,10 +143,10 @@ class LMData(pl.LightningDataModule):
 
     # -- what evaluation needs beside the tokens ---------------------------------------------
     def extras(self, split: str) -> dict[str, np.ndarray]:
-        """Per-target ``wrong``/``distance`` arrays for agreement probes (built-in corpus)."""
-        if not isinstance(self.corpus, AgreementCorpus):
-            return {}
+        """Per-target ``wrong``/``distance`` arrays of the corpus's agreement probes, if any."""
         p = self.corpus.probes(split, self.vocab.stoi)
+        if p is None:
+            return {}
         n = len(self.ids[split])
         wrong = np.full(n, IGNORE, dtype=np.int64)
         dist = np.full(n, IGNORE, dtype=np.int64)
@@ -160,9 +163,8 @@ class LMData(pl.LightningDataModule):
             "data/train_tokens": len(self.ids["train"]),
             "data/test_hash": hashlib.sha256(self.ids["test"].tobytes()).hexdigest()[:16],
         }
-        if isinstance(self.corpus, AgreementCorpus):
-            for s, key in (("valid", "val"), ("test", "test")):
-                out[f"{key}/ppl_floor"] = self.corpus.ppl_floor(s)
+        for split, stage in (("valid", "val"), ("test", "test")):
+            out.update({f"{stage}/{k}": v for k, v in self.corpus.facts(split).items()})
         return out
 
     # -- loaders -------------------------------------------------------------------------------
