@@ -4,7 +4,7 @@ the whole ``python -m seqlm train model=kn3 data=text`` process.
     python benchmarks/ngram_scale.py --wt2 ../shared/data/wikitext-2 --tokens 30M 100M \\
         [--work /tmp/ngram-scale] [--rounds 1] [-- extra overrides]
 
-The corpus is made as in the issue that asked for this benchmark: WikiText-2's training lines,
+The corpus: WikiText-2's training lines,
 repeated until the size is reached, with 15% of the words of every copy resampled uniformly
 from 42,000 made-up words (so the vocabulary is ~75k and every copy adds new n-grams). It is
 written once to ``--work`` and reused. Each round runs the whole command (reading and

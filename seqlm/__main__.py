@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     silence_known_notices()
     module = importlib.import_module(f"seqlm.commands.{command}")
 
-    @hydra.main(config_path="conf", config_name=command, version_base="1.3")
+    @hydra.main(config_path="pkg://seqlm.conf", config_name=command, version_base="1.3")
     def task(cfg):
         try:
             return module.run(cfg)

@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm, shared
+from seqlm.conf import CONF_DIR as CONF
+from seqlm.conf import choices
 
 from seqlm.build import build
 from seqlm.commands.train import train
-from seqlm.conf import choices
 from seqlm.errors import SeqlmError
 from seqlm.scorers import load_scorer
 
-CONF = Path(__file__).resolve().parents[1] / "seqlm" / "conf"
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 # Presets that launch processes or need a GPU are composed here and run elsewhere: ddp_cpu in
 # test_distributed.py (through the CLI), gpu and ddp by benchmarks/gpu_check.sh.
 SLOW = pytest.mark.slow  # a case that starts Lightning in a subprocess (about 8 s each)
@@ -23,7 +24,7 @@ LAUNCHING = {("trainer", "ddp"), ("trainer", "ddp_cpu"), ("trainer", "gpu")}
 GROUP_CONFIGS = sorted(
     (group.name, name)
     for group in CONF.iterdir()
-    if group.is_dir() and group.name not in ("experiment", "sweep", "__pycache__")
+    if group.is_dir() and group.name not in ("experiment", "__pycache__")
     for name in choices(group.name)
     if (group.name, name) not in LAUNCHING
 )
@@ -257,7 +258,7 @@ def test_debug_true_shows_the_traceback(tmp_path):
 def test_wandb_sweep_file_drives_the_cli_with_composable_overrides():
     import yaml
 
-    sweep = yaml.safe_load((CONF / "sweep" / "ptb_rnns.yaml").read_text())
+    sweep = yaml.safe_load((SWEEPS / "ptb_rnns.yaml").read_text())
     assert sweep["command"][2:5] == ["-m", "seqlm", "train"]
     assert sweep["command"][-1] == "${args_no_hyphens}"
     fixed = [c for c in sweep["command"][5:-1]]

@@ -2,7 +2,7 @@
 neural cache, dynamic evaluation, interpolation with an n-gram, and all three together, each
 tuned on the validation split and scored on the test split, with the wall time of each.
 
-    python benchmarks/test_time.py --net RUN_DIR --ngram RUN_DIR [--out docs/test_time.md]
+    python benchmarks/adaptation.py --net RUN_DIR --ngram RUN_DIR [--out docs/test_time.md]
 
 Every step is a seqlm command (``eval`` with ``cache.*``/``dynamic.*``/``tokens_out``, then
 ``mix``), timed as a whole call in this process (start-up of Python and torch left out). "All
