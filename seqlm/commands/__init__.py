@@ -1,4 +1,4 @@
 """The CLI's sub-commands; each is ``run(cfg)`` on a composed Hydra config."""
 
-COMMANDS = ("train", "eval", "generate", "score", "fill", "compare", "gradients", "mix")
+COMMANDS = ("train", "eval", "generate", "score", "rescore", "fill", "compare", "gradients", "mix")
 POSITIONAL = ("compare", "gradients", "mix")  # commands whose run directories come as arguments
