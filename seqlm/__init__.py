@@ -1,3 +1,11 @@
 """seqlm: recurrent language models with PyTorch Lightning and Hydra."""
 
 __version__ = "0.1.0"
+
+
+def load(path, arpa_unk: str | None = None):
+    """A language model a decoder can step (``seqlm.step``): any run directory, checkpoint,
+    n-gram ``model.npz`` or ARPA file."""
+    from seqlm.step import load as _load
+
+    return _load(path, arpa_unk)
