@@ -6,7 +6,7 @@ log-probabilities, advance, select (beam pruning and duplication), end of senten
     lm.next_log_probs(state)              # (4, V) natural logs, each row sums to one
     lm.token_log_probs(state, tokens)     # (4,) log p(tokens[b] | state b), no V-wide vector
     state = lm.advance(state, tokens)     # each state reads one more token
-    state = lm.select(state, keep)        # rows ``keep`` (LongTensor), in that order, repeats allowed
+    state = lm.select(state, keep)        # rows ``keep`` (LongTensor) in order, repeats allowed
     lm.end_log_probs(state)               # (4,) log p(</s> | state)
 
 Ids are the model's vocabulary's (``lm.vocab``: ``<unk>`` is 0, ``<eos>`` = ``</s>`` is 1).
