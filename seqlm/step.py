@@ -74,6 +74,10 @@ class StepLM(ABC):
     def batch_size(self, state: Any) -> int:
         """How many states ``state`` holds."""
 
+    @abstractmethod
+    def concat(self, states: list[Any]) -> Any:
+        """One batch of the states of ``states``, in order (the inverse of selecting rows)."""
+
     def sentence_log_prob(self, ids: list[int]) -> float:
         """log p of one sentence and its ``</s>``, collected step by step."""
         state, total = self.start(1), 0.0
@@ -129,6 +133,11 @@ class NetworkStepLM(StepLM):
 
     def batch_size(self, state: NetworkState) -> int:
         return len(state.hidden)
+
+    def concat(self, states: list[NetworkState]) -> NetworkState:
+        hidden = torch.cat([s.hidden for s in states], 0)
+        carried = tree_map(lambda *ts: torch.cat(ts, 1), *[s.carried for s in states])
+        return NetworkState(hidden, carried)
 
 
 @dataclass
@@ -193,6 +202,10 @@ class NgramStepLM(StepLM):
 
     def batch_size(self, state: NgramState) -> int:
         return len(state.length)
+
+    def concat(self, states: list[NgramState]) -> NgramState:
+        context = np.concatenate([s.context for s in states], 0)
+        return NgramState(context, np.concatenate([s.length for s in states]))
 
 
 def load(path: str | Path, arpa_unk: str | None = None) -> StepLM:

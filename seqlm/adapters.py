@@ -1,0 +1,134 @@
+"""seqlm's step API (``seqlm.step``) in the interfaces of beam-search decoders. Each adapter
+imports its decoder's package only when it is built; none is a dependency of seqlm.
+
+- ESPnet: ``ESPnetLM`` has ``BatchScorerInterface``'s methods (``init_state``, ``score``,
+  ``batch_score``, ``select_state``, ``final_score``); ``espnet_lm`` makes it an ESPnet
+  ``BatchScorerInterface`` for ``BeamSearch(scorers={"lm": ...})``.
+- torchaudio: ``TorchaudioLM`` has ``CTCDecoderLM``'s methods (``start``, ``score``,
+  ``finish``); ``torchaudio_lm`` makes it a ``CTCDecoderLM`` for ``ctc_decoder(lm=...)``.
+
+Scores are natural logs. A decoder's token list is mapped to the LM's vocabulary by spelling:
+its end-of-sentence token to ``</s>``, a word the LM does not know to ``<unk>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from seqlm.data.vocab import Vocab
+from seqlm.step import StepLM
+
+
+def token_map(lm: StepLM, tokens: list[str], eos: tuple[str, ...] = ()) -> torch.Tensor:
+    """The LM's id of each of a decoder's ``tokens``: ``eos`` spellings are ``</s>``, an
+    unknown word is ``<unk>``."""
+    stoi = lm.vocab.stoi
+    ids = [Vocab.eos_id if t in eos else stoi.get(t, Vocab.unk_id) for t in tokens]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class ESPnetLM:
+    """ESPnet's scorer contract over a ``StepLM``. ESPnet's prefixes ``y`` start with
+    ``<sos/eos>``; a state is the LM's state after ``y[:-1]`` (``None`` before the first call),
+    and ``score`` reads ``y[-1]`` and gives log p of every next token of ``token_list``, the
+    end of sentence being the ``<sos/eos>`` token itself (so ``final_score`` adds nothing, as
+    in ESPnet's own LMs).
+
+    Args:
+        lm: the model.
+        token_list: the decoder's tokens in its id order.
+        sos_eos: the decoder's start/end token; ``blank``: the CTC blank, which gets -inf.
+    """
+
+    def __init__(
+        self, lm: StepLM, token_list: list[str], sos_eos: str = "<sos/eos>", blank: str = "<blank>"
+    ):
+        self.lm, self.tokens = lm, list(token_list)
+        self.ids = token_map(lm, self.tokens, (sos_eos,))
+        self.blank = torch.tensor([t == blank for t in self.tokens])
+
+    def init_state(self, x: Any = None) -> None:
+        return None
+
+    def _scores(self, state: Any) -> torch.Tensor:
+        scores = self.lm.next_log_probs(state)[:, self.ids].float()  # (B, len(token_list))
+        return scores.masked_fill(self.blank, float("-inf"))
+
+    def _read(self, last: torch.Tensor, states: list[Any]) -> Any:
+        """The states after reading the last tokens (B,) of each prefix."""
+        if all(s is None for s in states):
+            return self.lm.start(len(states))  # the first call reads <sos>: the LM's <s>
+        batch = self.lm.concat(states)
+        return self.lm.advance(batch, self.ids[last])
+
+    def score(self, y: torch.Tensor, state: Any, x: Any = None) -> tuple[torch.Tensor, Any]:
+        new = self._read(y[-1:].cpu(), [state])
+        return self._scores(new)[0], new
+
+    def batch_score(
+        self, ys: torch.Tensor, states: list[Any], xs: Any = None
+    ) -> tuple[torch.Tensor, list[Any]]:
+        new = self._read(ys[:, -1].cpu(), list(states))
+        rows = [self.lm.select(new, torch.tensor([i])) for i in range(len(states))]
+        return self._scores(new), rows
+
+    def select_state(self, state: Any, i: int, new_id: int | None = None) -> Any:
+        return None if state is None else state[i]
+
+    def final_score(self, state: Any) -> float:
+        return 0.0
+
+
+def espnet_lm(lm: StepLM, token_list: list[str], **kwargs) -> Any:
+    """``ESPnetLM`` as an ESPnet ``BatchScorerInterface`` (needs ``espnet``)."""
+    from espnet.nets.scorer_interface import BatchScorerInterface
+
+    cls = type("SeqlmESPnetLM", (ESPnetLM, BatchScorerInterface), {})
+    return cls(lm, token_list, **kwargs)
+
+
+class TorchaudioLM:
+    """torchaudio's ``CTCDecoderLM`` contract over a ``StepLM``: the decoder's states form a
+    trie (``state.child(i)`` is the state after word ``i``); this keeps the LM's state of each
+    (advanced once) and asks it only for the words the decoder scores.
+
+    Args:
+        lm: the model.
+        words: the decoder's word dictionary (``lm_dict``) in its id order.
+        state_class: the decoder's state type (``CTCDecoderLMState``).
+    """
+
+    def __init__(self, lm: StepLM, words: list[str], state_class: type):
+        self.lm, self.state_class = lm, state_class
+        self.ids = token_map(lm, list(words))
+        self.known: dict[Any, Any] = {}  # decoder state -> the LM's state
+
+    def start(self, start_with_nothing: bool = False) -> Any:
+        root = self.state_class()
+        self.known[root] = self.lm.start(1)
+        return root
+
+    def score(self, state: Any, usr_token_idx: int) -> tuple[Any, float]:
+        lm_state = self.known[state]
+        word = self.ids[usr_token_idx : usr_token_idx + 1]
+        child = state.child(usr_token_idx)
+        if child not in self.known:
+            self.known[child] = self.lm.advance(lm_state, word)
+        return child, float(self.lm.token_log_probs(lm_state, word)[0])
+
+    def finish(self, state: Any) -> tuple[Any, float]:
+        return state, float(self.lm.end_log_probs(self.known[state])[0])
+
+
+def torchaudio_lm(lm: StepLM, words: list[str]) -> Any:
+    """``TorchaudioLM`` as a torchaudio ``CTCDecoderLM`` (needs ``torchaudio``)."""
+    from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
+
+    class SeqlmCTCDecoderLM(TorchaudioLM, CTCDecoderLM):
+        def __init__(self):
+            CTCDecoderLM.__init__(self)
+            TorchaudioLM.__init__(self, lm, words, CTCDecoderLMState)
+
+    return SeqlmCTCDecoderLM()
