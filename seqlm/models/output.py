@@ -15,13 +15,6 @@ from torch import nn
 from seqlm.data.batching import IGNORE
 
 
-def gather_targets(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``log_probs`` (..., V) at each ``target`` (...), 0 where the target is ``IGNORE``."""
-    keep = target != IGNORE
-    picked = log_probs.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
-    return torch.where(keep, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
-
-
 class LanguageModel(nn.Module):
     """A network's output layer over the whole vocabulary. Subclasses give ``logits(hidden)``
     (the layer before the softmax) and ``features``."""
@@ -44,5 +37,15 @@ class LanguageModel(nn.Module):
         self, hidden: torch.Tensor, target: torch.Tensor, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """log p of each ``target`` (...) given ``hidden`` (..., D); 0 where the target is
-        ``IGNORE`` (padding)."""
-        return gather_targets(self.log_probs(hidden, dtype), target)
+        ``IGNORE`` (padding). ``logit_t - m - log Σ_w exp(logit_w - m)``, ``m`` the largest
+        logit: the V-wide sum of exponentials in float32 at least (its relative error ~1e-7),
+        the few (...) results in ``dtype``, so that float64 costs no V-wide float64 pass."""
+        logits = self.logits(hidden)
+        work = torch.promote_types(logits.dtype, torch.float32)
+        x = logits.to(work)
+        picked = x.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
+        top = x.amax(-1, keepdim=True).detach()  # lse is the same for any shift
+        total = torch.exp(x - top).sum(-1)
+        out = dtype or work
+        lp = picked.to(out) - top.squeeze(-1).to(out) - torch.log(total.to(out))
+        return torch.where(target != IGNORE, lp, torch.zeros((), dtype=out, device=lp.device))

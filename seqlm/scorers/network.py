@@ -49,9 +49,11 @@ class NetworkScorer(Scorer):
         """For the bidirectional model, the pseudo-log-likelihood: the sum over the line of
         log p(w_t | every other word)."""
         out = np.zeros(len(lines))
+        order = np.argsort([len(ln) for ln in lines], kind="stable")  # little padding a batch
         for start in range(0, len(lines), batch_size):
-            target = self.padded_targets(lines[start : start + batch_size])
-            out[start : start + len(target)] = self.line_logprobs(target).sum(1).numpy()
+            rows = order[start : start + batch_size]
+            target = self.padded_targets([lines[i] for i in rows])
+            out[rows] = self.line_logprobs(target).sum(1).numpy()
         return out
 
     def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
