@@ -24,12 +24,11 @@ import numpy as np
 from seqlm.data.corpora import iter_lines
 from seqlm.errors import SeqlmError
 
-# The weight grids of the search: 0 and quarter decades from 1e-4 to 100, so that a
-# recogniser whose scores differ by 0.01 within an utterance and one whose differ by tens of
-# nats are both covered. The word bonus and the OOV weight take either sign.
-MAGNITUDES = tuple(10 ** (k / 4) for k in range(-16, 9))
-LM_GRID = (0.0, *MAGNITUDES)
-SIGNED_GRID = (0.0, *MAGNITUDES, *(-m for m in MAGNITUDES))
+# The weight grids of the search: 0 and quarter decades over four decades either side of the
+# scale that makes a feature's spread within an utterance equal the first pass's (``grids``),
+# so that a recogniser whose scores differ by 1e-4 within an utterance and one whose differ by
+# tens of nats are both covered. The word bonus and the OOV weight take either sign.
+STEPS = tuple(10 ** (k / 4) for k in range(-16, 17))
 MAX_SWEEPS = 10
 
 NORMALIZE = ("none", "ptb")
@@ -237,25 +236,62 @@ class Table:
         return Table(self.starts, score, np.zeros((len(score), 0)), self.errors).choose(np.zeros(0))
 
 
-def tune(table: Table, grids: list[tuple[float, ...]]) -> tuple[np.ndarray, list[dict]]:
-    """Coordinate descent on the dev part's corpus errors: from all weights 0 (the first pass
-    alone), each weight in turn takes the value of its grid with the fewest errors, the others
-    held, until a sweep over all of them changes nothing (at most ``MAX_SWEEPS``). A tie keeps
-    the current value, else takes the smallest magnitude. Returns the weights and each sweep's
-    result."""
+def spread(values: np.ndarray, starts: np.ndarray) -> float:
+    """The median over utterances of (largest - smallest) of ``values`` within each, finite
+    values only (a recogniser may give a hypothesis a score of -inf)."""
+    finite = np.where(np.isfinite(values), values, np.nan)
+    widths = np.fmax.reduceat(finite, starts) - np.fmin.reduceat(finite, starts)
+    widths = widths[widths > 0]
+    return float(np.median(widths)) if len(widths) else 1.0
+
+
+def grids(table: Table, n_lms: int) -> list[tuple[float, ...]]:
+    """The search grid of each weight: the LMs' (non-negative), then the word bonus's and the
+    OOV weight's (either sign), each ``STEPS`` times the scale at which the feature moves a
+    score as much as the first pass does within an utterance."""
+    first = spread(table.first_pass, table.starts)
+    out = []
+    for k in range(table.features.shape[1]):
+        scale = first / spread(table.features[:, k], table.starts)
+        magnitudes = [scale * m for m in STEPS]
+        signed = k >= n_lms
+        out.append((0.0, *magnitudes, *([-m for m in magnitudes] if signed else [])))
+    return out
+
+
+def tune(
+    table: Table, grids: list[tuple[float, ...]], joint: tuple[int, int] = (0, 1)
+) -> tuple[np.ndarray, list[dict]]:
+    """The weights with the fewest errors on the dev part. First a joint search of the two
+    weights ``joint`` over their grids, the others 0 (the first LM's weight and the word bonus
+    only help together: an LM alone prefers short hypotheses); then coordinate descent from
+    there: each weight in turn takes the value of its grid with the fewest errors, the others
+    held, until a sweep over all of them changes nothing (at most ``MAX_SWEEPS``). A value
+    replaces the current one only if it makes fewer errors, and values are tried smallest
+    magnitude first. Returns the weights and each stage's result."""
     weights = np.zeros(len(grids))
     best = table.errors_of(weights)
-    trace = [{"sweep": 0, "errors": best, "weights": weights.tolist()}]
+    trace = [{"stage": "first pass", "errors": best, "weights": weights.tolist()}]
+    i, j = joint
+    pairs = [(a, b) for a in grids[i] for b in grids[j]]
+    for a, b in sorted(pairs, key=lambda ab: abs(ab[0]) + abs(ab[1])):
+        trial = weights.copy()
+        trial[[i, j]] = a, b
+        e = table.errors_of(trial)
+        if e < best:
+            best, found = e, trial
+    weights = found if best < trace[0]["errors"] else weights
+    trace.append({"stage": "joint", "errors": best, "weights": weights.tolist()})
     for sweep in range(1, MAX_SWEEPS + 1):
         changed = False
-        for i, grid in enumerate(grids):
+        for k, grid in enumerate(grids):
             for value in sorted(grid, key=abs):
                 trial = weights.copy()
-                trial[i] = value
+                trial[k] = value
                 e = table.errors_of(trial)
                 if e < best:
                     best, weights, changed = e, trial, True
-        trace.append({"sweep": sweep, "errors": best, "weights": weights.tolist()})
+        trace.append({"stage": f"sweep {sweep}", "errors": best, "weights": weights.tolist()})
         if not changed:
             break
     return weights, trace

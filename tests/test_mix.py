@@ -101,3 +101,40 @@ def test_a_tokens_out_file_mixes_like_its_run_and_other_targets_are_refused(runs
     cfg = make_config("mix", [f"runs=[{only_test},{runs / 'kn3'}]", "logger=none"])
     with pytest.raises(SeqlmError, match="was not scored on the valid targets"):
         mix.run(cfg, run_dir=tmp_path / "c")
+
+
+def test_a_mix_run_is_a_model_that_scores_new_text(runs, tmp_path):
+    """``load_scorer`` of a mix run: sentence log-probabilities are the per-token mixture with
+    the run's weights, checked through the components' V-wide next-word distributions."""
+    from seqlm.scorers import load_scorer
+
+    cfg = make_config("mix", [f"runs=[{runs / 'lstm'},{runs / 'kn3'}]", "logger=none"])
+    m = mix.run(cfg, run_dir=tmp_path / "mix")
+    mixture = load_scorer(tmp_path / "mix")
+    weights = np.asarray(m["model/weights"])
+    parts = [load_scorer(runs / "lstm"), load_scorer(runs / "kn3")]
+    lines = [
+        mixture.vocab.encode(s.split()) for s in ("the dogs run", "the cat near the dogs runs")
+    ]
+    for ids, got in zip(lines, mixture.sentence_logprobs(lines)):
+        by_hand = 0.0
+        for t, w in enumerate([*ids, 1]):
+            p = [np.exp(part.next_logprobs(ids[:t])[w]) for part in parts]
+            by_hand += np.log(weights @ np.asarray(p))
+        assert got == pytest.approx(by_hand, abs=1e-5)
+    # the test split: the mixture's evaluation is the mix run's own figure
+    from seqlm.scorers import on_data
+
+    data, _ = on_data(parts[0])
+    assert mixture.evaluate(data)["test/ppl"] == pytest.approx(m["test/ppl"], rel=1e-9)
+
+
+def test_a_mix_of_an_exported_file_cannot_score_new_text(runs, tmp_path):
+    from seqlm.scorers import load_scorer
+
+    export = tmp_path / "lstm.npz"
+    eval_cmd.run(make_config("eval", [f"ckpt={runs / 'lstm'}", f"tokens_out={export}"]))
+    cfg = make_config("mix", [f"runs=[{export},{runs / 'kn3'}]", "logger=none"])
+    mix.run(cfg, run_dir=tmp_path / "mix")
+    with pytest.raises(SeqlmError, match="is an `eval tokens_out=` file"):
+        load_scorer(tmp_path / "mix")

@@ -166,7 +166,8 @@ def test_the_search_ends_at_a_coordinate_wise_optimum():
         ),
         rng.integers(0, 4, 400),
     )
-    grids = [rs.LM_GRID, rs.SIGNED_GRID, rs.SIGNED_GRID]
+    grids = rs.grids(table, 1)
+    assert len(grids[0]) == 1 + len(rs.STEPS) and len(grids[1]) == 1 + 2 * len(rs.STEPS)
     weights, trace = rs.tune(table, grids)
     best = table.errors_of(weights)
     assert trace[-1]["errors"] == best <= trace[0]["errors"]
@@ -251,3 +252,15 @@ def test_cli_rescore_prints_the_wers_and_refuses_bad_input_with_exit_2(lms, list
     assert (tmp_path / "out" / "rescore.json").is_file()
     bad = seqlm("rescore", f"ckpt={lms / 'birnn_missing'}", *args, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such file" in bad.stderr
+
+
+def test_a_mix_run_rescores_with_its_frozen_weights(lms, lists, tmp_path):
+    from seqlm.commands import mix
+
+    cfg = make_config("mix", [f"runs=[{lms / 'lstm'},{lms / 'kn3'}]", "logger=none"])
+    mix.run(cfg, run_dir=tmp_path / "mix")
+    _run(tmp_path / "out", f"ckpt={tmp_path / 'mix'}", f"nbest={lists / 'nbest.tsv'}", "refs=null")
+    rows = _scores(tmp_path / "out")[:5]
+    mixture = load_scorer(tmp_path / "mix")
+    want = mixture.sentence_logprobs([mixture.vocab.encode(r["hypothesis"].split()) for r in rows])
+    np.testing.assert_allclose([float(r["lm"]) for r in rows], want, atol=1e-5)

@@ -23,6 +23,7 @@ from seqlm.metrics import summarize
 from seqlm.rundir import finish, run_dir_of, write_config
 from seqlm.schema import STAGE_OF, mixture_description, run_metrics
 from seqlm.scorers import load_scorer, on_data
+from seqlm.scorers.mixture import mixture_logprobs
 from seqlm.tracking import log_final, make_loggers
 
 SPLITS = ("valid", "test")  # EM on the first, the frozen weights scored on the second
@@ -46,12 +47,6 @@ def em_weights(
         if moved < tolerance:
             return weights, step
     return weights, iterations
-
-
-def mixture_logprobs(weights: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
-    """log Σ_i λ_i p_i(t) for every token t."""
-    with np.errstate(divide="ignore"):  # a zero weight is a component left out
-        return np.logaddexp.reduce(np.log(weights)[:, None] + logprobs, axis=0)
 
 
 def token_file(path: str) -> dict[str, np.ndarray] | None:

@@ -151,10 +151,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     trace: list[dict] = []
     weights = inputs.weights
     if weights is None:
-        grids = [rs.LM_GRID] * len(scorers) + [rs.SIGNED_GRID, rs.SIGNED_GRID]
-        weights = np.zeros(len(grids))
+        weights = np.zeros(len(scorers) + 2)
         if "dev" in tables:
-            weights, trace = rs.tune(tables["dev"], grids)
+            grids = rs.grids(tables["dev"], len(scorers))
+            weights, trace = rs.tune(tables["dev"], grids, joint=(0, len(scorers)))
     metrics: dict[str, Any] = {}
     chosen = {p: t.choose(weights) for p, t in tables.items()}
     if inputs.refs is not None:

@@ -84,6 +84,14 @@ class Scorer(ABC):
     def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
         """log p of each line (its ``<eos>`` included), each from a fresh ``<eos>`` context."""
 
+    def line_token_logprobs(self, lines: list[list[int]]) -> list[np.ndarray]:
+        """log p of every token of each line and its ``<eos>``, each line from a fresh
+        ``<eos>`` context (what ``sentence_logprobs`` sums); this default reads the lines as
+        one stream, right for a model that restarts at every line (an n-gram)."""
+        ends = np.cumsum([len(ln) + 1 for ln in lines])
+        ids = np.asarray([i for ln in lines for i in [*ln, Vocab.eos_id]], dtype=np.int64)
+        return np.split(self.token_logprobs(ids), ends[:-1]) if lines else []
+
     def text_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
         """``token_logprobs`` where they are probabilities of the text, left to right, which a
         mixture may interpolate; refused for pseudo-log-likelihoods."""
@@ -165,12 +173,16 @@ def family_of(model_cfg: Any) -> str:
 
 
 def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
-    """A trained model from a run directory, a network checkpoint (``.ckpt``), an n-gram
-    ``model.npz`` or an ARPA file (``.arpa``, ``.arpa.gz``; ``arpa_unk`` is its word for the
-    data's ``<unk>``)."""
+    """A trained model from a run directory (a network's, an n-gram's or a ``mix`` run's),
+    a network checkpoint (``.ckpt``), an n-gram ``model.npz`` or an ARPA file (``.arpa``,
+    ``.arpa.gz``; ``arpa_unk`` is its word for the data's ``<unk>``)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise SeqlmError(f"ckpt={str(path)!r}: no such file or run directory")
+    if p.is_dir() and (p / "mix.json").exists():
+        from seqlm.scorers.mixture import load_mixture
+
+        return load_mixture(p)
     if (p.is_dir() and (p / "model.npz").exists()) or p.suffix == ".npz" or ".arpa" in p.name:
         from seqlm.scorers.ngram import load_ngram
 

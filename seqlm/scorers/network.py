@@ -45,16 +45,21 @@ class NetworkScorer(Scorer):
         return target
 
     @torch.no_grad()
+    def line_token_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> list:
+        """Lines batched by length (little padding a batch), ``batch_size`` at a time."""
+        out: list = [None] * len(lines)
+        order = np.argsort([len(ln) for ln in lines], kind="stable")
+        for start in range(0, len(lines), batch_size):
+            rows = order[start : start + batch_size]
+            lp = self.line_logprobs(self.padded_targets([lines[i] for i in rows])).numpy()
+            for r, i in enumerate(rows):
+                out[i] = lp[r, : len(lines[i]) + 1]
+        return out
+
     def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
         """For the bidirectional model, the pseudo-log-likelihood: the sum over the line of
         log p(w_t | every other word)."""
-        out = np.zeros(len(lines))
-        order = np.argsort([len(ln) for ln in lines], kind="stable")  # little padding a batch
-        for start in range(0, len(lines), batch_size):
-            rows = order[start : start + batch_size]
-            target = self.padded_targets([lines[i] for i in rows])
-            out[rows] = self.line_logprobs(target).sum(1).numpy()
-        return out
+        return np.asarray([lp.sum() for lp in self.line_token_logprobs(lines, batch_size)])
 
     def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
         """(B, W) log p of each target of a batch of whole lines (0 at padding)."""

@@ -1,0 +1,87 @@
+"""A ``mix`` run as a ``Scorer``: its components loaded again and interpolated per token with
+the run's frozen weights, ``p(w_t) = Σ_i λ_i p_i(w_t)``, so that a mixture rescores, generates
+and evaluates like any model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqlm.errors import SeqlmError
+from seqlm.metrics import summarize
+from seqlm.schema import STAGE_OF, mixture_description
+from seqlm.scorers import Scorer, load_scorer
+
+
+def mixture_logprobs(weights: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
+    """log Σ_i λ_i p_i(t) for every token t; ``logprobs`` (M, N), one row per component."""
+    with np.errstate(divide="ignore"):  # a zero weight is a component left out
+        return np.logaddexp.reduce(np.log(weights)[:, None] + logprobs, axis=0)
+
+
+def mix(weights: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
+    return mixture_logprobs(weights, np.stack(parts))
+
+
+class MixtureScorer(Scorer):
+    """Components on one vocabulary, interpolated per token with fixed ``weights``."""
+
+    family = "mixture"
+    kind = "a mixture of models"
+
+    def __init__(self, parts: list[Scorer], weights: list[float], config: dict, path: Path):
+        super().__init__(parts[0].vocab, config, path)
+        for part in parts:
+            if part.pseudo:
+                part.refuse("probabilities of the text to interpolate (mix)")
+            if part.vocab != self.vocab:
+                raise SeqlmError(
+                    f"ckpt={str(path)!r}: its components do not share one vocabulary "
+                    f"({part.path} has {part.vocab.digest()}, {parts[0].path} "
+                    f"{self.vocab.digest()})"
+                )
+        self.parts, self.weights = parts, np.asarray(weights, dtype=np.float64)
+
+    def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
+        return mix(self.weights, [p.token_logprobs(ids, rows) for p in self.parts])
+
+    def line_token_logprobs(self, lines: list[list[int]]) -> list[np.ndarray]:
+        parts = [p.line_token_logprobs(lines) for p in self.parts]
+        return [mix(self.weights, [part[i] for part in parts]) for i in range(len(lines))]
+
+    def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
+        return np.asarray([lp.sum() for lp in self.line_token_logprobs(lines)], dtype=np.float64)
+
+    def next_logprobs(self, prefix: list[int]) -> np.ndarray:
+        return mix(self.weights, [p.next_logprobs(prefix) for p in self.parts])
+
+    def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split in splits:
+            lp = self.token_logprobs(data.ids[split], data.eval_batch_size)
+            out.update(summarize(float(-lp.sum()), len(lp), STAGE_OF[split]))
+        return {**out, **data.info()}
+
+    def describe(self) -> dict[str, Any]:
+        names = [Path(str(p.path)).name for p in self.parts]
+        return mixture_description(names, self.weights.tolist(), 0)
+
+
+def load_mixture(run_dir: Path) -> MixtureScorer:
+    """The mixture of a ``mix`` run directory (its ``mix.json``: component runs and weights)."""
+    record = json.loads((run_dir / "mix.json").read_text())
+    parts = []
+    for run in record["runs"]:
+        if Path(run).suffix == ".npz" and not Path(run).is_dir():
+            with np.load(run) as z:
+                if "vocab_hash" in z.files:
+                    raise SeqlmError(
+                        f"ckpt={str(run_dir)!r}: component {run} is an `eval tokens_out=` file "
+                        "(scores of fixed targets), which cannot score new text"
+                    )
+        parts.append(load_scorer(run))
+    config = parts[0].config
+    return MixtureScorer(parts, record["weights"], config, run_dir)
