@@ -16,7 +16,9 @@ strings merged keeping the best score), the score being the natural log of pocke
 score (its ``Hypothesis.score`` is in the probability domain; pocketsphinx's own ``best()``
 takes its log). Each LM set
 is one ``seqlm rescore ... normalize=ptb dev=0.5`` run: the recogniser's spelling mapped to
-PTB's, the first half of the utterances tunes the weights, the second half is the test.
+PTB's, the first half of the utterances tunes the weights, the second half is the test. Each
+``--lm`` (any run seqlm loads, a ``mix`` run included) is used alone, and the first two at
+once with a weight each.
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ def main() -> None:
     else:
         timing = recognise(args.work, utts, args.voice, args.nbest)
         done.write_text(json.dumps({"asked": asked, "timing": timing}))
-    sets = {p.name: [p] for p in args.lm}
+    sets = {p.name: [p] for p in args.lm}  # each alone, and the first two at once
     if len(args.lm) > 1:
-        sets[" + ".join(p.name for p in args.lm)] = list(args.lm)
+        sets[f"{args.lm[0].name} and {args.lm[1].name}, a weight each"] = args.lm[:2]
     results = {
         name: rescore(args.work, lms, f"set{i}") for i, (name, lms) in enumerate(sets.items())
     }
