@@ -211,6 +211,8 @@ def test_character_error_rate_with_a_character_level_lm(tmp_path):
     )
     assert m["test/wer_first_pass"] == pytest.approx(1 / 8)  # one character of eight
     assert m["test/ref_words"] == 8 and m["test/wer_oracle"] == 0
+    # dev=0: nothing to tune on, so the given weights choose: the LM prefers 买 (buy) here
+    assert m["weights/lm"] == 1.0 and m["test/wer"] == 0
 
 
 @pytest.mark.parametrize(

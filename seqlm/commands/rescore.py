@@ -1,7 +1,8 @@
 """``rescore ckpt=RUN_OR_MODEL nbest=NBEST.tsv refs=REFS.tsv dev=0.5``: a recogniser's n-best
 lists rescored with one or more language models (``seqlm.rescoring``), the weights tuned on the
 dev utterances and frozen for the test ones; word error rates of the first pass, the rescoring
-and the oracle. Without ``refs``, the given ``weights.*`` choose and nothing is tuned.
+and the oracle. Without ``refs`` (or with ``dev=0``), the given ``weights.*`` choose and nothing
+is tuned.
 
 The run directory gets ``rescore.json`` (the WERs and weights), ``rescored.tsv`` (each
 utterance's chosen hypothesis, copied as it stands in ``nbest``), ``scores.tsv`` (every
@@ -41,7 +42,7 @@ class Inputs:
     dev: list[str]
     normalize: str
     unit: str
-    weights: np.ndarray | None  # given weights (no refs), else None: tuned
+    weights: np.ndarray | None  # given weights (no refs, or dev=0), else None: tuned
 
 
 def read_inputs(cfg: DictConfig) -> Inputs:
@@ -60,7 +61,8 @@ def read_inputs(cfg: DictConfig) -> Inputs:
     refs = rs.read_refs(refs_path)
     rs.check_pairing(nbest, refs, nbest_path, refs_path)
     dev = rs.dev_utterances(cfg.dev, refs)
-    return Inputs(ckpts, nbest, refs, dev, cfg.normalize, cfg.unit, None)
+    weights = None if dev else given_weights(cfg, ckpts)  # no dev part: nothing to tune on
+    return Inputs(ckpts, nbest, refs, dev, cfg.normalize, cfg.unit, weights)
 
 
 def given_weights(cfg: DictConfig, ckpts: list[str]) -> np.ndarray:

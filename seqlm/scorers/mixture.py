@@ -32,8 +32,11 @@ class MixtureScorer(Scorer):
     family = "mixture"
     kind = "a mixture of models"
 
-    def __init__(self, parts: list[Scorer], weights: list[float], config: dict, path: Path):
+    def __init__(
+        self, parts: list[Scorer], weights: list[float], config: dict, path: Path, em_steps: int
+    ):
         super().__init__(parts[0].vocab, config, path)
+        self.em_steps = em_steps
         for part in parts:
             if part.pseudo:
                 part.refuse("probabilities of the text to interpolate (mix)")
@@ -67,7 +70,7 @@ class MixtureScorer(Scorer):
 
     def describe(self) -> dict[str, Any]:
         names = [Path(str(p.path)).name for p in self.parts]
-        return mixture_description(names, self.weights.tolist(), 0)
+        return mixture_description(names, self.weights.tolist(), self.em_steps)
 
 
 def load_mixture(run_dir: Path) -> MixtureScorer:
@@ -84,4 +87,4 @@ def load_mixture(run_dir: Path) -> MixtureScorer:
                     )
         parts.append(load_scorer(run))
     config = parts[0].config
-    return MixtureScorer(parts, record["weights"], config, run_dir)
+    return MixtureScorer(parts, record["weights"], config, run_dir, record.get("em_steps", 0))
