@@ -96,11 +96,7 @@ def build_table(inputs: Inputs, scorers: list[Scorer], utts: list[str]) -> tuple
     rows, texts, first, errs, starts = [], [], [], [], []
     for utt in utts:
         starts.append(len(rows))
-        ref = (
-            rs.units(rs.normalised(inputs.refs[utt], inputs.normalize), inputs.unit)
-            if (inputs.refs)
-            else None
-        )
+        ref = reference_units(inputs, utt) if inputs.refs is not None else None
         for hyp, score, line in zip(
             inputs.nbest.hyps[utt], inputs.nbest.first_pass[utt], inputs.nbest.lines[utt]
         ):
@@ -116,6 +112,11 @@ def build_table(inputs: Inputs, scorers: list[Scorer], utts: list[str]) -> tuple
     units = [r[3] for r in rows]
     table = rs.Table(np.asarray(starts), np.asarray(first), features, np.asarray(errs), units)
     return table, rows
+
+
+def reference_units(inputs: Inputs, utt: str) -> list[str]:
+    """What WER counts of ``utt``'s reference, normalised as its hypotheses are."""
+    return rs.units(rs.normalised(inputs.refs[utt], inputs.normalize), inputs.unit)
 
 
 def part_figures(part: str, table: rs.Table, chosen, refs_units) -> dict[str, Any]:
@@ -152,19 +153,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     scored = time.perf_counter()
     trace: list[dict] = []
     weights = inputs.weights
-    if weights is None:
-        weights = np.zeros(len(scorers) + 2)
-        if "dev" in tables:
-            grids = rs.grids(tables["dev"], len(scorers))
-            weights, trace = rs.tune(tables["dev"], grids, joint=(0, len(scorers)))
+    if weights is None:  # references and a dev part: tune on it
+        grids = rs.grids(tables["dev"], len(scorers))
+        weights, trace = rs.tune(tables["dev"], grids, joint=(0, len(scorers)))
     metrics: dict[str, Any] = {}
     chosen = {p: t.choose(weights) for p, t in tables.items()}
     if inputs.refs is not None:
         for part, table in tables.items():
-            refs_units = [
-                rs.units(rs.normalised(inputs.refs[u], inputs.normalize), inputs.unit)
-                for u in parts[part]
-            ]
+            refs_units = [reference_units(inputs, u) for u in parts[part]]
             metrics.update(part_figures(part, table, chosen[part], refs_units))
     metrics.update(
         {
