@@ -2,8 +2,8 @@
 through it (``compare``, the summary table). What the split figures mean is in
 ``docs/evaluation.md``; ``seqlm.metrics.summarize`` makes them.
 
-Every run has ``model/family`` (``network``, ``ngram`` or ``mixture``) and ``model/name``;
-then
+Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore``) and
+``model/name``; then
 
 - a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
   (trainable numbers), ``train/steps``, ``train/epochs``, ``train/world_size``,
@@ -13,6 +13,8 @@ then
   per second);
 - a mixture (``mix``): ``model/components``, ``model/weights`` (EM on validation),
   ``model/em_steps``;
+- a rescoring (``rescore``): ``{dev,test}/wer``, ``wer_first_pass``, ``wer_oracle``,
+  ``utterances``, ``ref_words``, ``weights/*``, and its first LM's perplexities and ``data/*``;
 - all: ``{val,test}/loss, ppl|pseudo_ppl, bits, tokens``, the ``data/*`` facts,
   ``time/train_s``, ``time/total_s``, ``checkpoint``, and on the built-in corpus
   ``{split}/ppl_floor`` and the agreement figures.
@@ -98,6 +100,8 @@ def model_label(metrics: dict[str, Any]) -> str:
         return f"{metrics.get('model/order')}-gram"
     if metrics.get("model/family") == "mixture":
         return "mix"
+    if metrics.get("model/family") == "rescore":
+        return "rescore"
     return "birnn" if metrics.get("model/name") == "ClozeLM" else metrics.get("model/cell", "")
 
 
@@ -112,6 +116,8 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
     if m.get("model/family") == "mixture":
         parts = zip(m.get("model/components", []), m.get("model/weights", []))
         cell = " + ".join(f"{w:.2f} {name}" for name, w in parts)
+    elif m.get("model/family") == "rescore":
+        cell = m.get("model/name", "")
     else:
         cell = get("model/smoothing" if ngram else "model/cell")
     return {
@@ -124,10 +130,17 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_ppl": get("test/ppl"),
         "test_pseudo_ppl": get("test/pseudo_ppl"),
         "test_bits": get("test/bits"),
+        "test_wer_first_pass": percent(m.get("test/wer_first_pass")),
+        "test_wer": percent(m.get("test/wer")),
         "train_s": get("time/train_s"),
         "train_tokens_per_s": get("train/tokens_per_s"),
         "count_tokens_per_s": get("count/tokens_per_s"),
     }
+
+
+def percent(rate: Any) -> Any:
+    """A rate as a percentage for a table ("" when missing)."""
+    return "" if rate is None else 100 * rate
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:

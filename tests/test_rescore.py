@@ -266,3 +266,18 @@ def test_a_mix_run_rescores_with_its_frozen_weights(lms, lists, tmp_path):
     mixture = load_scorer(tmp_path / "mix")
     want = mixture.sentence_logprobs([mixture.vocab.encode(r["hypothesis"].split()) for r in rows])
     np.testing.assert_allclose([float(r["lm"]) for r in rows], want, atol=1e-5)
+
+
+def test_compare_shows_the_wer_beside_the_lms_perplexity(lms, lists, tmp_path):
+    from seqlm.commands.compare import compare
+
+    args = [f"nbest={lists / 'nbest.tsv'}", f"refs={lists / 'refs.tsv'}"]
+    m = _run(tmp_path / "rescored", f"ckpt={lms / 'kn3'}", *args)
+    lm = json.loads((lms / "kn3" / "metrics.json").read_text())
+    assert m["test/ppl"] == lm["test/ppl"] and m["data/vocab_hash"] == lm["data/vocab_hash"]
+    rows = compare([lms / "kn3", tmp_path / "rescored"], tmp_path / "cmp")
+    kn3, rescored = rows
+    assert kn3["test_wer"] == "" and rescored["model"] == "rescore"
+    assert rescored["test_wer"] == pytest.approx(100 * m["test/wer"])
+    assert rescored["test_ppl"] == pytest.approx(kn3["test_ppl"])
+    assert "test WER %" in (tmp_path / "cmp" / "comparison.md").read_text()

@@ -34,6 +34,8 @@ COLUMNS = [  # (key of schema.table_row, title)
     ("test_ppl", "test ppl"),
     ("test_pseudo_ppl", "test pseudo-ppl"),
     ("test_bits", "test bits"),
+    ("test_wer_first_pass", "first-pass WER %"),
+    ("test_wer", "test WER %"),
     ("train_s", "train s"),
     ("train_tokens_per_s", "train tokens/s"),
     ("count_tokens_per_s", "count tokens/s"),
@@ -130,7 +132,12 @@ def plot_test_ppl(runs: list[Run], path: Path) -> None:
     plt = pyplot()
 
     # pseudo-ppl is not on this scale; an infinite ppl (MLE) is null and has no bar
-    scored = [r for r in runs if r.metrics.get("test/ppl") is not None]
+    # (a rescoring run repeats its LM's perplexity: its own figure is the WER)
+    scored = [
+        r
+        for r in runs
+        if r.metrics.get("test/ppl") is not None and r.metrics.get("model/family") != "rescore"
+    ]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(scored) + 2), 4))
     names = [f"{model_label(r.metrics)}\n{r.path.name}" for r in scored]
     values = [r.metrics["test/ppl"] for r in scored]

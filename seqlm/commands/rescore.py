@@ -162,6 +162,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         for part, table in tables.items():
             refs_units = [reference_units(inputs, u) for u in parts[part]]
             metrics.update(part_figures(part, table, chosen[part], refs_units))
+    metrics.update(lm_figures(inputs.ckpts[0]))
     metrics.update(
         {
             "weights/lm": float(weights[0]) if len(scorers) == 1 else weights[:-2].tolist(),
@@ -200,6 +201,17 @@ def wer_table(metrics: dict[str, Any]) -> str:
     words, oov = metrics["weights/words"], metrics["weights/oov"]
     lines.append(f"weights: lm {lm}, words {words:.4g}, oov {oov:.4g}")
     return "\n".join(lines)
+
+
+def lm_figures(ckpt: str) -> dict[str, Any]:
+    """The first LM's perplexities and data facts, from its run's metrics.json (when it is a
+    run directory), so that ``compare`` shows the word error rate beside the perplexity."""
+    path = Path(ckpt).expanduser()
+    path = path if path.is_dir() else path.parent
+    if not (path / "metrics.json").is_file():
+        return {}
+    lm = json.loads((path / "metrics.json").read_text())
+    return {k: v for k, v in lm.items() if k.startswith(("data/", "val/ppl", "test/ppl"))}
 
 
 def write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights) -> None:
