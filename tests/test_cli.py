@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm, shared
-from seqlm.conf import CONF_DIR as CONF
-from seqlm.conf import choices
 
 from seqlm.build import build
 from seqlm.commands.train import train
+from seqlm.conf import CONF_DIR as CONF
+from seqlm.conf import choices
 from seqlm.errors import SeqlmError
 from seqlm.scorers import load_scorer
 
