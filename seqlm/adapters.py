@@ -6,6 +6,10 @@ imports its decoder's package only when it is built; none is a dependency of seq
   ``BatchScorerInterface`` for ``BeamSearch(scorers={"lm": ...})``.
 - torchaudio: ``TorchaudioLM`` has ``CTCDecoderLM``'s methods (``start``, ``score``,
   ``finish``); ``torchaudio_lm`` makes it a ``CTCDecoderLM`` for ``ctc_decoder(lm=...)``.
+- pyctcdecode: ``pyctcdecode_lm`` is an ``AbstractLanguageModel`` (``order``,
+  ``get_start_state``, ``score_partial_token``, ``score``) with the semantics of pyctcdecode's
+  own KenLM ``LanguageModel`` (alpha, beta, unk_score_offset), for
+  ``BeamSearchDecoderCTC(alphabet, language_model=...)``.
 
 Scores are natural logs. A decoder's token list is mapped to the LM's vocabulary by spelling:
 its end-of-sentence token to ``</s>``, a word the LM does not know to ``<unk>``.
@@ -13,6 +17,7 @@ its end-of-sentence token to ``</s>``, a word the LM does not know to ``<unk>``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -132,3 +137,66 @@ def torchaudio_lm(lm: StepLM, words: list[str]) -> Any:
             TorchaudioLM.__init__(self, lm, words, CTCDecoderLMState)
 
     return SeqlmCTCDecoderLM()
+
+
+LN10 = math.log(10.0)
+AVG_TOKEN_LEN = 6  # pyctcdecode's: a partial word longer than this is penalised in proportion
+
+
+class PyctcdecodeLM:
+    """pyctcdecode's ``LanguageModel`` arithmetic over a ``StepLM``: a word scores
+    ``alpha * (log10 p(word | state) [+ unk_score_offset if unknown] [+ log10 p(</s>) at the
+    end]) * ln 10 + beta``, and a partial word not a prefix of a known one
+    ``unk_score_offset`` (scaled up past ``AVG_TOKEN_LEN`` characters).
+
+    Args:
+        lm: the model (its states start at ``<s>``: pyctcdecode's ``score_boundary=True``).
+        alpha, beta, unk_score_offset: as pyctcdecode's (0.5, 1.5, -10.0 by default).
+        unigrams: the known words (default: the LM's vocabulary).
+    """
+
+    def __init__(
+        self,
+        lm: StepLM,
+        alpha: float = 0.5,
+        beta: float = 1.5,
+        unk_score_offset: float = -10.0,
+        unigrams: list[str] | None = None,
+    ):
+        self.lm, self.alpha, self.beta, self.unk_score_offset = lm, alpha, beta, unk_score_offset
+        words = lm.vocab.itos if unigrams is None else unigrams
+        self.known = {w for w in words if w in lm.vocab.stoi}
+        self.prefixes = {w[:k] for w in self.known for k in range(1, len(w) + 1)}
+        # an n-gram's histories are its last order-1 words; a network's are whole
+        self._order = getattr(getattr(lm, "model", None), "order", 1 << 20)
+
+    @property
+    def order(self) -> int:
+        return self._order
+
+    def get_start_state(self) -> Any:
+        return self.lm.start(1)
+
+    def score_partial_token(self, partial_token: str) -> float:
+        unk = self.unk_score_offset * (partial_token not in self.prefixes)
+        if len(partial_token) > AVG_TOKEN_LEN:
+            unk = unk * len(partial_token) / AVG_TOKEN_LEN
+        return unk
+
+    def score(self, prev_state: Any, word: str, is_last_word: bool = False) -> tuple[float, Any]:
+        token = torch.tensor([self.lm.vocab.stoi.get(word, Vocab.unk_id)])
+        log10 = float(self.lm.token_log_probs(prev_state, token)[0]) / LN10
+        if word not in self.known:
+            log10 += self.unk_score_offset
+        end_state = self.lm.advance(prev_state, token)
+        if is_last_word:
+            log10 += float(self.lm.end_log_probs(end_state)[0]) / LN10
+        return self.alpha * log10 * LN10 + self.beta, end_state
+
+
+def pyctcdecode_lm(lm: StepLM, **kwargs) -> Any:
+    """``PyctcdecodeLM`` as a pyctcdecode ``AbstractLanguageModel`` (needs ``pyctcdecode``)."""
+    from pyctcdecode.language_model import AbstractLanguageModel
+
+    cls = type("SeqlmPyctcdecodeLM", (PyctcdecodeLM, AbstractLanguageModel), {})
+    return cls(lm, **kwargs)

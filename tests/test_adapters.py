@@ -116,3 +116,76 @@ def test_torchaudio_word_scores_sum_to_the_sentence_log_probability(lm):
     b, sb = adapter.score(root, words.index("the"))
     assert a is b and sa == sb
     assert np.isfinite(sa) and sa < 0
+
+
+@pytest.fixture(scope="module")
+def kn3_arpa(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pyctc-kn3")
+    train(make_config("train", ["model=kn3", *SMALL_AGREEMENT, "logger=none"]), run_dir=run)
+    return run / "model.arpa"
+
+
+def ctc_logits(text: str, labels: list[str], seed: int = 0) -> np.ndarray:
+    """(T, C) log-probabilities whose best path spells ``text`` (two frames a character, a
+    blank between repeats), with noise and a runner-up character in every frame."""
+    rng = np.random.default_rng(seed)
+    blank = labels.index("")
+    frames = []
+    for i, ch in enumerate(text):
+        if i and text[i - 1] == ch:
+            frames.append(blank)
+        frames += [labels.index(ch)] * 2
+    logits = rng.normal(0, 1, (len(frames) + 2, len(labels)))
+    for t, c in enumerate([blank, *frames, blank]):
+        logits[t, c] += 6
+        logits[t, rng.integers(len(labels))] += 4.5  # a competitor the LM has to settle
+    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+
+
+def _labels(words: list[str]) -> list[str]:
+    return ["", " ", *sorted({c for w in words for c in w})]
+
+
+def test_pyctcdecode_beams_with_seqlm_equal_those_with_kenlm(kn3_arpa):
+    pytest.importorskip("kenlm")
+    from pyctcdecode import Alphabet, BeamSearchDecoderCTC, build_ctcdecoder
+    from pyctcdecode.language_model import load_unigram_set_from_arpa
+
+    from seqlm.adapters import pyctcdecode_lm
+
+    unigrams = sorted(load_unigram_set_from_arpa(str(kn3_arpa)))
+    words = [w for w in unigrams if not w.startswith("<")]
+    labels = _labels(words)
+    options = {"alpha": 0.6, "beta": 1.2, "unk_score_offset": -8.0}
+    theirs = build_ctcdecoder(labels, str(kn3_arpa), unigrams=unigrams, **options)
+    ours = BeamSearchDecoderCTC(
+        Alphabet.build_alphabet(labels),
+        language_model=pyctcdecode_lm(seqlm.load(kn3_arpa), unigrams=unigrams, **options),
+    )
+    for seed, text in enumerate(["the dogs run", "the tall lawyer follows the poets"]):
+        logits = ctc_logits(text, labels, seed)
+        a = theirs.decode_beams(logits, beam_width=16)
+        b = ours.decode_beams(logits, beam_width=16)
+        assert abs(a[0][4] - a[0][3]) > 1  # the LM weighs in the fused score
+        assert [x[0] for x in a] == [x[0] for x in b]  # the same beams in the same order
+        for x, y in zip(a, b):
+            assert x[3] == pytest.approx(y[3], abs=1e-9)  # acoustic (logit) score
+            assert x[4] == pytest.approx(y[4], abs=1e-3)  # fused score: KenLM stores floats
+
+
+def test_pyctcdecode_fused_score_of_a_network_is_its_parts(lm):
+    from pyctcdecode import Alphabet, BeamSearchDecoderCTC
+
+    from seqlm.adapters import pyctcdecode_lm
+
+    words = lm.vocab.itos[2:]
+    labels = _labels(words)
+    alpha, beta = 0.7, 0.9
+    decoder = BeamSearchDecoderCTC(
+        Alphabet.build_alphabet(labels), language_model=pyctcdecode_lm(lm, alpha=alpha, beta=beta)
+    )
+    text, _, _, logit_score, fused = decoder.decode_beams(ctc_logits("the dogs run", labels))[0]
+    spoken = text.split()
+    assert all(w in lm.vocab.stoi for w in spoken)
+    lm_logp = lm.scorer.sentence_logprobs([lm.vocab.encode(spoken)])[0]  # </s> included
+    assert fused == pytest.approx(logit_score + alpha * lm_logp + beta * len(spoken), abs=1e-4)
