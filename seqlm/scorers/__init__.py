@@ -80,9 +80,11 @@ class Scorer(ABC):
         after an ``<eos>`` (evaluation's layout with ``rows = data.eval_batch_size``); an
         n-gram restarts at every line whatever ``rows`` is."""
 
-    @abstractmethod
     def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
-        """log p of each line (its ``<eos>`` included), each from a fresh ``<eos>`` context."""
+        """log p of each line (its ``<eos>`` included), each from a fresh ``<eos>`` context;
+        for the bidirectional model the pseudo-log-likelihood, the sum over the line of
+        log p(w_t | every other word)."""
+        return np.asarray([lp.sum() for lp in self.line_token_logprobs(lines)], dtype=np.float64)
 
     def line_token_logprobs(self, lines: list[list[int]]) -> list[np.ndarray]:
         """log p of every token of each line and its ``<eos>``, each line from a fresh

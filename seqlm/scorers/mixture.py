@@ -55,9 +55,6 @@ class MixtureScorer(Scorer):
         parts = [p.line_token_logprobs(lines) for p in self.parts]
         return [mix(self.weights, [part[i] for part in parts]) for i in range(len(lines))]
 
-    def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
-        return np.asarray([lp.sum() for lp in self.line_token_logprobs(lines)], dtype=np.float64)
-
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         return mix(self.weights, [p.next_logprobs(prefix) for p in self.parts])
 

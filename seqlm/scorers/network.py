@@ -56,11 +56,6 @@ class NetworkScorer(Scorer):
                 out[i] = lp[r, : len(lines[i]) + 1]
         return out
 
-    def sentence_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> np.ndarray:
-        """For the bidirectional model, the pseudo-log-likelihood: the sum over the line of
-        log p(w_t | every other word)."""
-        return np.asarray([lp.sum() for lp in self.line_token_logprobs(lines, batch_size)])
-
     def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
         """(B, W) log p of each target of a batch of whole lines (0 at padding)."""
         raise NotImplementedError

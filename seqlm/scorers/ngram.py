@@ -71,14 +71,6 @@ class NgramScorer(Scorer):
         except NgramError as e:
             raise SeqlmError(str(e)) from None
 
-    def sentence_logprobs(self, lines: list[list[int]]) -> np.ndarray:
-        if not lines:
-            return np.zeros(0)
-        ids = np.asarray([i for ln in lines for i in [*ln, Vocab.eos_id]], dtype=np.int64)
-        lp = self.token_logprobs(ids)
-        ends = np.cumsum([len(ln) + 1 for ln in lines])
-        return np.add.reduceat(lp, np.concatenate([[0], ends[:-1]]))
-
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         """log p(w | <s> prefix) for every seqlm id w."""
         lp = self.model.next_logprobs(self.to_model[np.asarray(prefix, np.int64)].tolist(), True)
