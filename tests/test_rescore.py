@@ -281,3 +281,21 @@ def test_compare_shows_the_wer_beside_the_lms_perplexity(lms, lists, tmp_path):
     assert rescored["test_wer"] == pytest.approx(100 * m["test/wer"])
     assert rescored["test_ppl"] == pytest.approx(kn3["test_ppl"])
     assert "test WER %" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_wandb_gets_the_wers_and_a_table_of_the_worst_test_utterances(lms, lists, tmp_path):
+    from wandb_files import read_wandb_run
+
+    args = [f"nbest={lists / 'nbest.tsv'}", f"refs={lists / 'refs.tsv'}"]
+    cfg = make_config("rescore", [f"ckpt={lms / 'kn3'}", *args, "logger=wandb"])
+    m = rescore.run(cfg, run_dir=tmp_path)
+    logged = read_wandb_run(tmp_path)
+    assert logged["summary"]["test/wer"] == pytest.approx(m["test/wer"], rel=1e-12)
+    assert logged["exit_code"] == 0
+    [table] = tmp_path.glob("wandb/offline-run-*/files/media/table/test/worst_utterances*.json")
+    content = json.loads(table.read_text())
+    assert content["columns"] == ["utt", "reference", "chosen", "errors"]
+    errors = [row[3] for row in content["data"]]
+    assert errors == sorted(errors, reverse=True) and errors[0] > 0
+    rows = [r for r in _scores(tmp_path) if r["part"] == "test" and r["chosen"] == "1"]
+    assert errors[0] == max(int(r["errors"]) for r in rows)  # the worst one is there
