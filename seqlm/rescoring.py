@@ -215,10 +215,14 @@ class Table:
     errors: np.ndarray
     units: list[list[str]] = field(default_factory=list)
 
+    def scores(self, weights: np.ndarray) -> np.ndarray:
+        """The rescored total of every hypothesis (N,)."""
+        return self.first_pass + self.features @ weights
+
     def choose(self, weights: np.ndarray) -> np.ndarray:
         """Index of each utterance's best-scoring hypothesis (U,); a tie goes to the one listed
         first."""
-        score = self.first_pass + self.features @ weights
+        score = self.scores(weights)
         best = np.maximum.reduceat(score, self.starts)
         counts = np.diff(np.append(self.starts, len(score)))
         index = np.arange(len(score))

@@ -225,7 +225,7 @@ def write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights) -
     out.writerow([*head, "chosen", "hypothesis"])
     picked: dict[str, str] = {}
     for part, table in tables.items():
-        total = table.first_pass + table.features @ weights
+        total = table.scores(weights)
         best = set(chosen[part].tolist())
         for i, (utt, line, hyp, _) in enumerate(rows[part]):
             if i in best:
