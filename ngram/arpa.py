@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import gzip
 import math
+import operator
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ngram.counting import check_fits
+from ngram import keys as trie
 from ngram.errors import NgramError
 from ngram.model import BOS, EOS, UNK, NgramLM, progress_bar
 
@@ -65,8 +66,8 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
 
 
 def _arpa_lines(model: NgramLM, k: int, keys: np.ndarray, at: int, names: np.ndarray) -> list[str]:
-    cols = [names[(keys // model.base ** (k - 1 - j)) % model.base] for j in range(k)]
-    text = cols[0] if k == 1 else [" ".join(ws) for ws in zip(*cols)]
+    words = names[trie.words_of(model.keys, k, model.base, keys)]
+    text = words[:, 0] if k == 1 else [" ".join(ws) for ws in words]
     logp = (model.logp[k - 1][at : at + len(keys)] / LN10).tolist()
     if k == model.order:
         return [f"{_fmt(lp)}\t{t}\n" for lp, t in zip(logp, text)]
@@ -94,20 +95,56 @@ def read_arpa(path: str | Path) -> NgramLM:
 
 
 class _Lines:
-    """A text file's lines with their numbers, one at a time, for errors that name them."""
+    """A text file's lines with their numbers, for errors that name them: read in chunks of
+    ``CHUNK`` characters (a gzip file line by line is slow), handed out one or a block at a
+    time."""
+
+    CHUNK = 1 << 22
 
     def __init__(self, path: Path, f):
         self.path, self.f, self.number = path, f, 0
+        self.buf: list[str] = []
+        self.pos, self.tail, self.eof = 0, "", False
+
+    def _fill(self) -> bool:
+        """Whether a line is waiting (reads the next chunk when the buffer is used up)."""
+        while self.pos >= len(self.buf) and not self.eof:
+            chunk = self.f.read(self.CHUNK)
+            if not chunk:
+                self.eof = True
+                self.buf, self.tail = ([self.tail] if self.tail else []), ""
+            else:
+                text = self.tail + chunk
+                if "\r" in text:
+                    text = text.replace("\r\n", "\n")
+                self.buf = text.split("\n")
+                self.tail = self.buf.pop()
+            self.pos = 0
+        return self.pos < len(self.buf)
 
     def next(self) -> str | None:
-        line = self.f.readline()
-        if not line:
+        if not self._fill():
             return None
+        line = self.buf[self.pos]
+        self.pos += 1
         self.number += 1
-        return line.rstrip("\r\n")
+        return line
+
+    def block(self, n: int) -> list[str]:
+        """The next ``n`` lines (fewer at the end of the file), without their line ends."""
+        out: list[str] = []
+        while len(out) < n and self._fill():
+            take = self.buf[self.pos : self.pos + n - len(out)]
+            out.extend(take)
+            self.pos += len(take)
+        self.number += len(out)
+        return out
 
     def bad(self, why: str) -> NgramError:
-        return NgramError(f"{self.path}:{max(self.number, 1)}: {why}")
+        return self.bad_at(self.number, why)
+
+    def bad_at(self, number: int, why: str) -> NgramError:
+        return NgramError(f"{self.path}:{max(number, 1)}: {why}")
 
 
 def _parse(path: Path, lines: _Lines) -> NgramLM:
@@ -124,7 +161,6 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
     if not sizes:
         raise lines.bad("no 'ngram N=COUNT' lines after \\data\\")
     model: NgramLM | None = None
-    stoi: dict[str, int] = {}
     bar = progress_bar(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes))
     for k, size in enumerate(sizes, 1):
         while line is not None and not line.strip():
@@ -132,22 +168,26 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         if line is None or line.strip() != f"\\{k}-grams:":
             raise lines.bad(f"expected \\{k}-grams: (file truncated?)")
         if k == 1:
-            unigrams, logp, bow = _section(lines, 1, size)
-            model, stoi = _vocabulary(unigrams, len(sizes))
-            keys = np.asarray([stoi[w[0]] for w in unigrams], dtype=np.int64)
+            words, logp, bow = _section(lines, 1, size)
+            model = _vocabulary(lines, words, len(sizes))
+            keys = np.asarray([model.stoi[w] for w in words], dtype=np.int64)
+            del words
         else:
-            keys, logp, bow = _section(lines, k, size, stoi, model.base)
-        if np.any(keys[1:] < keys[:-1]):  # our own files come sorted; sort others
-            order_idx = np.argsort(keys, kind="stable")
-            keys = keys[order_idx]  # one array at a time: each old one is freed at once
-            logp = logp[order_idx]
-            bow = bow[order_idx]
-            del order_idx
+            keys, logp, bow = _section(lines, k, size, model)
+        order_idx = np.argsort(keys, kind="stable")  # files list n-grams in any order
+        keys = keys[order_idx]  # one array at a time: each old one is freed at once
+        logp = logp[order_idx]
+        bow = bow[order_idx]
+        del order_idx
+        if len(keys) > 1 and not np.all(keys[1:] != keys[:-1]):
+            raise NgramError(f"{path}: a {k}-gram is listed twice in the \\{k}-grams: section")
         logp *= LN10
         bow *= LN10
         model.keys.append(keys)
         model.logp.append(logp)
         model.logbow.append(bow)
+        if k == 1:
+            _finish_unigrams(model)
         del keys, logp, bow
         if bar is not None:
             bar.update(size)
@@ -158,63 +198,184 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         line = lines.next()
     if line is None or line.strip() != "\\end\\":
         raise lines.bad("missing \\end\\ (file truncated?)")
-    return _finish(model)
+    model._stoi.pop(BOS)  # the vocabulary proper; <s> is context only, found by its id
+    return model
 
 
-def _section(lines: _Lines, k: int, size: int, stoi: dict | None = None, base: int = 0):
-    """The ``size`` entries of a ``\\k-grams:`` section: log10 p and backoff of each, and
-    for unigrams their words, for longer n-grams their keys (made as the lines are read, so
-    a multi-GB file's words are never held)."""
-    unigrams: list[list[str]] = []
+READ_BLOCK = 1 << 16  # lines parsed at once
+
+
+def _section(lines: _Lines, k: int, size: int, model: NgramLM | None = None):
+    """The ``size`` entries of a ``\\k-grams:`` section, read in blocks of lines: log10 p and
+    backoff of each, and for unigrams their words, for longer n-grams their keys (made block by
+    block, so a multi-GB file's words are never held)."""
+    unigrams: list[str] = []
     keys = np.zeros(size if k > 1 else 0, dtype=np.int64)
     logp, bow = np.zeros(size), np.zeros(size)
-    for n in range(size):
-        line = lines.next()
-        if line is None or not line.strip() or line.startswith("\\"):
-            raise lines.bad(
-                f"{k}-grams section has {n} entries, the header says {size} (file truncated?)"
-            )
-        parts = line.split()
-        if len(parts) not in (k + 1, k + 2):
-            raise lines.bad(f"a {k}-gram line needs log10 p, {k} words and an optional backoff")
-        try:
-            lp = float(parts[0])
-            bo = float(parts[k + 1]) if len(parts) == k + 2 else 0.0
-        except ValueError:
-            raise lines.bad(f"not a number in {line!r}") from None
-        if not (math.isfinite(lp) and math.isfinite(bo)):
-            raise lines.bad(f"log10 p and backoff must be finite (-99 for log10 0): {line!r}")
-        logp[n], bow[n] = lp, bo
+    for at in range(0, size, READ_BLOCK):
+        first = lines.number + 1
+        block = lines.block(min(READ_BLOCK, size - at))
+        whole = len(block) == min(READ_BLOCK, size - at)
+        got = (_fast_block(block, k, model) if whole else None) or _checked_block(
+            lines, first, block, k, model, at, size
+        )
+        lp, bo, words = got
+        logp[at : at + len(block)], bow[at : at + len(block)] = lp, bo
         if k == 1:
-            unigrams.append(parts[1:2])
-            continue
-        key = 0
-        for w in parts[1 : k + 1]:
-            j = stoi.get(w)
-            if j is None:
-                raise NgramError(f"{lines.path}: {k}-gram word {w!r} is not among the unigrams")
-            key = key * base + j
-        keys[n] = key
+            unigrams.extend(words)
+        else:
+            keys[at : at + len(block)] = _keys(lines, first, block, words, model)
     return (unigrams if k == 1 else keys), logp, bow
 
 
-def _vocabulary(unigrams: list, order: int) -> tuple[NgramLM, dict[str, int]]:
-    """vocabulary: <unk>, </s> first (seqlm's ids 0 and 1), then the unigrams in file order."""
-    itos = [UNK, EOS] + [w[0] for w in unigrams if w[0] not in (UNK, EOS, BOS)]
-    stoi = {w: j for j, w in enumerate(itos)}
-    stoi[BOS] = len(itos)
-    check_fits(len(itos), order)
+def _fast_block(block: list[str], k: int, model: NgramLM | None):
+    """(log10 p, backoff, words or (n, k) ids) of a block laid out as KenLM and SRILM write
+    it, or None for anything else, left to ``_checked_block`` (which names what is wrong)."""
+    fields = _tab_separated(block, k)
+    if fields is None:
+        return None
+    lp_text, words, rows, bo_text = fields
+    n = len(block)
+    try:
+        lp = np.array(lp_text, dtype=np.float64)
+        bo = np.zeros(n)
+        bo[rows] = np.array(bo_text, dtype=np.float64)
+        if k > 1:
+            words = np.fromiter(map(model.stoi.__getitem__, words), np.int64, n * k)
+            words = words.reshape(n, k)
+    except (ValueError, KeyError):
+        return None
+    if not (np.isfinite(lp).all() and np.isfinite(bo).all()):
+        return None
+    return lp, bo, words
+
+
+def _checked_block(lines: _Lines, first: int, block: list[str], k: int, model, at: int, size: int):
+    """A block read word by word (any white space): the same result as ``_fast_block``, or one
+    error that names the line."""
+    toks = [ln.split() for ln in block]
+    n = len(toks)
+    width = np.fromiter(map(len, toks), dtype=np.int64, count=n)
+    short = n < min(READ_BLOCK, size - at)
+    wrong = np.flatnonzero((width != k + 1) & (width != k + 2))
+    if len(wrong) or short:
+        i = int(wrong[0]) if len(wrong) else n
+        if i == n or not block[i].strip() or block[i].startswith("\\"):
+            raise lines.bad_at(
+                first + i,
+                f"{k}-grams section has {at + i} entries, the header says {size} (file truncated?)",
+            )
+        raise lines.bad_at(
+            first + i, f"a {k}-gram line needs log10 p, {k} words and an optional backoff"
+        )
+    try:
+        lp = np.array([t[0] for t in toks], dtype=np.float64)
+        has_bow = np.flatnonzero(width == k + 2)
+        bo = np.zeros(n)
+        bo[has_bow] = np.array([toks[i][k + 1] for i in has_bow], dtype=np.float64)
+    except ValueError:
+        i = next(i for i, t in enumerate(toks) if not _numbers(t[:1] + t[k + 1 :]))
+        raise lines.bad_at(first + i, f"not a number in {block[i]!r}") from None
+    finite = np.isfinite(lp) & np.isfinite(bo)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise lines.bad_at(
+            first + i, f"log10 p and backoff must be finite (-99 for log10 0): {block[i]!r}"
+        )
+    if k == 1:
+        return lp, bo, [t[1] for t in toks]
+    get = model.stoi.get
+    ids = np.fromiter(
+        (get(w, -1) for t in toks for w in t[1 : k + 1]), dtype=np.int64, count=n * k
+    ).reshape(n, k)
+    unknown = np.flatnonzero((ids < 0).any(1))
+    if len(unknown):
+        i = int(unknown[0])
+        w = next(w for w in toks[i][1 : k + 1] if w not in model.stoi)
+        raise lines.bad_at(first + i, f"{k}-gram word {w!r} is not among the unigrams")
+    return lp, bo, ids
+
+
+def _tab_separated(block: list[str], k: int):
+    """The fields of a block whose lines are ``p<TAB>w1 .. wk[<TAB>bow]`` with single spaces, as
+    KenLM and SRILM write them: (p texts, the n*k words, rows with a backoff, their texts); None
+    for any other layout. Split a group of lines at a time, as one string: a split per line
+    would cost more than the rest of the reading."""
+    n = len(block)
+    tabs = np.fromiter(map(_count_tabs, block), dtype=np.int64, count=n)
+    if not ((tabs == 1) | (tabs == 2)).all():
+        return None
+    lp_text, words_text = np.empty(n, dtype=object), np.empty(n, dtype=object)
+    rows = np.flatnonzero(tabs == 2)
+    bo_text: list[str] = []
+    for width in (2, 3):
+        at = rows if width == 3 else np.flatnonzero(tabs == 1)
+        if not len(at):
+            continue
+        group = block if len(at) == n else [block[i] for i in at]
+        fields = "\t".join(group).split("\t")
+        lp_text[at], words_text[at] = fields[0::width], fields[1::width]
+        if width == 3:
+            bo_text = fields[2::3]
+    words = " ".join(words_text.tolist()).split(" ")
+    if len(words) != k * n or "" in words:
+        return None
+    return lp_text.tolist(), words, rows, bo_text
+
+
+_count_tabs = operator.methodcaller("count", "\t")
+
+
+def _keys(lines: _Lines, first: int, block: list[str], ids: np.ndarray, model: NgramLM):
+    """The trie keys of a block's n-grams (word ids (n, k)); an n-gram whose context is not in
+    the file gets one error with its line."""
+    key, found = trie.from_words(ids, model.keys, model.base)
+    if not found.all():
+        i = int(np.flatnonzero(~found)[0])
+        words = block[i].split()[1 : ids.shape[1] + 1]
+        raise lines.bad_at(
+            first + i,
+            f"the {len(words)}-gram {' '.join(words)!r} has no {len(words) - 1}-gram "
+            f"{' '.join(words[:-1])!r} before it in the file (ARPA lists every context)",
+        )
+    return key
+
+
+def _numbers(texts: list[str]) -> bool:
+    try:
+        [float(t) for t in texts]
+    except ValueError:
+        return False
+    return True
+
+
+def _vocabulary(lines: _Lines, unigrams: list[str], order: int) -> NgramLM:
+    """vocabulary: <unk>, </s> first (seqlm's ids 0 and 1), then the unigrams in file order.
+    ``</s>`` and ``<s>`` must be there (as KenLM requires): without ``</s>`` no sentence
+    could end, and every score would be undefined."""
+    listed = set(unigrams)
+    for marker in (EOS, BOS):
+        if marker not in listed:
+            raise NgramError(
+                f"{lines.path}: the \\1-grams: section has no {marker}; an ARPA model needs "
+                f"{EOS} and {BOS} (KenLM refuses such a file too)"
+            )
+    itos = [UNK, EOS] + [w for w in unigrams if w not in (UNK, EOS, BOS)]
+    trie.check_vocabulary(len(itos))
     model = NgramLM(itos, order, "arpa")
-    if UNK not in {w[0] for w in unigrams}:
+    model._stoi = {w: j for j, w in enumerate(itos)}
+    model._stoi[BOS] = len(itos)
+    if UNK not in listed:
         model.info["note"] = "no <unk> in the file: unseen words get log10 p = -99"
-    return model, stoi
+    return model
 
 
-def _finish(model: NgramLM) -> NgramLM:
-    if "note" in model.info:  # no <unk> in the file: give it a row so lookups never miss
-        model.keys[0] = np.sort(np.append(model.keys[0], 0))
-        at = np.searchsorted(model.keys[0], 0)
+def _finish_unigrams(model: NgramLM) -> None:
+    """Every id gets its unigram row (``<unk>`` at log10 p = -99 when the file has none), so
+    that the unigram table is indexed by id; ``<s>`` is context only."""
+    if "note" in model.info:
+        model.keys[0] = np.sort(np.append(model.keys[0], model.unk_id))
+        at = np.searchsorted(model.keys[0], model.unk_id)
         model.logp[0] = np.insert(model.logp[0], at, -99 * LN10)
         model.logbow[0] = np.insert(model.logbow[0], at, 0.0)
-    model.logp[0][model.keys[0] == model.bos_id] = 0.0  # <s> is context only
-    return model
+    model.logp[0][model.bos_id] = 0.0

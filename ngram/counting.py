@@ -1,12 +1,11 @@
-"""Counting n-grams with vectorised numpy, in bounded memory: every n-gram packed into one int64
-key, counted chunk by chunk into sorted runs that are spilled to disk when a memory budget is
-reached and merged at the end (an external sort, as KenLM's ``lmplz -S`` does it).
+"""Counting n-grams with vectorised numpy, in bounded memory: every n-gram one int64 key (the
+trie layout of ``ngram.keys``), counted chunk by chunk into sorted runs that are spilled to disk
+when a memory budget is reached and merged at the end (an external sort, as KenLM's ``lmplz
+-S`` does it), one order after the other.
 
 A sentence ``w_1 .. w_n`` is read as ``<s> w_1 .. w_n </s>`` (one ``<s>``, as KenLM does):
 the n-grams are all runs of 1..N tokens inside that padded line, so ``<s>`` is context only
-and the first word is predicted from the context ``<s>``. With ``B = V + 1`` id values (the
-vocabulary plus ``<s>``), the n-gram ``w_1 .. w_k`` has key ``sum_i w_i B^(k-i)``: keys sort by
-context first, ``key // B`` is the context and ``key % B`` the predicted word.
+and the first word is predicted from the context ``<s>``.
 
 The counts do not depend on the budget: every chunk size and spill pattern gives the same
 sorted keys and the same integer counts (``tests/test_ngram_scale.py`` forces spills).
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ngram import keys as trie
 from ngram.errors import NgramError
 
 # Working memory per chunk position while counting is ~110 bytes (the padded chunk, its line
@@ -59,15 +59,6 @@ def default_budget() -> int:
     return max(MIN_BUDGET, min(2 << 30, ram // 4))
 
 
-def check_fits(vocab_size: int, order: int) -> None:
-    base = vocab_size + 1
-    if base**order >= 2**63:
-        raise NgramError(
-            f"order={order} with {vocab_size} words does not fit 64-bit n-gram keys "
-            f"({base}^{order} >= 2^63); lower the order or the vocabulary size"
-        )
-
-
 def pad_sentences(ids: np.ndarray, eos_id: int, bos_id: int) -> tuple[np.ndarray, np.ndarray]:
     """An id stream whose lines end in ``eos_id`` -> the same stream with ``bos_id`` before
     every line, and for each position the index of its line's ``<s>``."""
@@ -95,33 +86,6 @@ def _pad(seg: np.ndarray, first: int, starts_line: bool, eos_id: int, bos_id: in
     line_start[bos_pos] = bos_pos
     np.maximum.accumulate(line_start, out=line_start)
     return out, line_start, owner
-
-
-def pieces(
-    ids: np.ndarray, order: int, eos_id: int, bos_id: int, size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The stream in chunks of ``size`` ids, each padded and preceded by the ``order - 1``
-    tokens of context its first n-grams need: (padded ids, line starts, owned) where ``owned``
-    marks the positions this chunk counts (n-grams *ending* there), so that every n-gram is
-    counted by exactly one chunk, whatever the chunk size. ``ids`` must end with ``eos_id``."""
-    line_begin = 0  # stream index where the line of the chunk's first token begins
-    for a in range(0, len(ids), size):
-        b = min(a + size, len(ids))
-        ctx = max(line_begin, a - (order - 1))
-        seg = np.asarray(ids[ctx:b], dtype=np.int64)
-        out, line_start, owner = _pad(seg, ctx, ctx == line_begin, eos_id, bos_id)
-        yield out, line_start, owner >= a
-        ends = np.flatnonzero(seg[a - ctx :] == eos_id)
-        if len(ends):
-            line_begin = a + int(ends[-1]) + 1
-
-
-def keys_at(stream: np.ndarray, ends: np.ndarray, k: int, base: int) -> np.ndarray:
-    """Keys of the k-grams ending at positions ``ends``."""
-    key = np.zeros(len(ends), dtype=np.int64)
-    for j in range(k - 1, -1, -1):
-        key = key * base + stream[ends - j]
-    return key
 
 
 def _dedup_sorted(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,6 +213,52 @@ def _merge_files(paths: list[Path], keys_path: Path, counts_path: Path, block: i
         r.close()
 
 
+def line_positions(
+    ids: np.ndarray, eos_id: int, size: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The stream in chunks ``[a, b)`` of ``size`` ids, with each token's index in its line
+    (0 for a line's first word), carried from chunk to chunk."""
+    line_start = 0
+    for a in range(0, len(ids), size):
+        b = min(a + size, len(ids))
+        seg = np.asarray(ids[a:b])
+        at = np.arange(a, b, dtype=np.int64)
+        starts = np.full(b - a, line_start, dtype=np.int64)
+        starts[1:] = np.where(seg[:-1] == eos_id, at[1:], line_start)
+        np.maximum.accumulate(starts, out=starts)
+        yield a, b, at - starts
+        line_start = b if seg[-1] == eos_id else int(starts[-1])
+
+
+def _chunk_keys(ids, a, b, j, k, base, bos_id, prev_nodes) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the chunk, keys) of the k-grams ending at tokens ``a .. b-1`` (k >= 2).
+    The context of the token at line index ``j`` is ``<s>`` for j = 0 (a bigram's only), else
+    the (k-1)-gram ending at the token before, read from ``prev_nodes`` (order k-1's indices
+    by token, -1 where none ends there); k-grams need ``j >= k - 2``."""
+    seg = np.asarray(ids[a:b], dtype=np.int64)
+    if k == 2:
+        ctx = np.empty(b - a, dtype=np.int64)
+        ctx[1:] = seg[:-1]
+        if a:
+            ctx[0] = ids[a - 1]
+        ctx[j == 0] = bos_id
+        ok = np.arange(b - a)
+    else:
+        ctx = _read_nodes(prev_nodes, a - 1, b - 1)
+        ok = np.flatnonzero((j >= k - 2) & (ctx >= 0))
+    return ok, ctx[ok] * base + seg[ok]
+
+
+def _read_nodes(path: Path, a: int, b: int) -> np.ndarray:
+    """Indices ``a .. b-1`` of a node file (int64 per token), -1 before the stream."""
+    out = np.full(b - a, -1, dtype=np.int64)
+    lo = max(a, 0)
+    with open(path, "rb") as f:
+        f.seek(8 * lo)
+        out[lo - a :] = np.fromfile(f, dtype=np.int64, count=b - lo)
+    return out
+
+
 def count_ngrams(
     ids: np.ndarray,
     order: int,
@@ -259,47 +269,60 @@ def count_ngrams(
     progress: Callable[[int], object] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Raw counts of every order 1..N of an id stream that ends with ``eos_id``: a list of
-    (sorted keys, counts). Memory: chunks of ``budget / BYTES_PER_POSITION`` positions, sorted
-    runs held up to ``budget / HELD_SHARE`` and then spilled to a temporary folder (in
-    ``$TMPDIR``), merged at the end; beside that, the stream and the result. ``progress``:
-    called with the number of chunks, gives a bar (``update``, ``close``) or None."""
+    (sorted keys, counts), keys as ``ngram.keys`` defines them (order 1: the counted ids,
+    ``<s>`` once a line). One pass over the stream per order: order k's keys need the index
+    of each token's (k-1)-gram, which the pass before wrote to a file (int64 per token).
+    Memory: chunks of ``budget / BYTES_PER_POSITION`` tokens, sorted runs held up to
+    ``budget / HELD_SHARE`` and then spilled to a temporary folder (in ``$TMPDIR``), merged
+    at the end; beside that, the stream and the result. ``progress``: called with the number
+    of chunks, gives a bar (``update``, ``close``) or None."""
     if len(ids) == 0:
         raise NgramError("no tokens to count")
     size = max(MIN_CHUNK, budget // BYTES_PER_POSITION)
     held = budget // HELD_SHARE
+    unigrams = np.zeros(base, dtype=np.int64)
+    for a in range(0, len(ids), size):
+        unigrams += np.bincount(np.asarray(ids[a : a + size]), minlength=base)
+    unigrams[bos_id] = unigrams[eos_id]  # one <s> a line: a context, which ARPA lists
+    first = np.flatnonzero(unigrams)
+    out = [(first, unigrams[first])]
+    chunks = -(-len(ids) // size)
+    bar = progress(chunks * (2 * order - 3)) if progress is not None and order > 1 else None
     with tempfile.TemporaryDirectory(prefix="ngram-counts-") as tmp:
-        counters = [RunCounter(held // order, Path(tmp), f"order{k}") for k in range(1, order + 1)]
-        bar = progress(-(-len(ids) // size)) if progress is not None else None
-        for stream, line_start, owned in pieces(ids, order, eos_id, bos_id, size):
-            pos = np.flatnonzero(owned)
-            depth = pos - line_start[pos]
-            not_bos = stream[pos] != bos_id
-            for k, counter in enumerate(counters, 1):
-                # k-grams inside the padded line; the token predicted is never <s> itself (but
-                # the unigram <s> is kept: it is a context, and ARPA lists it)
-                ok = depth >= k - 1
-                if k > 1:
-                    ok &= not_bos
-                counter.add(keys_at(stream, pos[ok], k, base))
-            if bar is not None:
-                bar.update(1)
+        prev_nodes = None
+        for k in range(2, order + 1):
+            trie.check_contexts(len(out[-1][0]) if k > 2 else base, base, k)
+            counter = RunCounter(held, Path(tmp), f"order{k}")
+            for a, b, j in line_positions(ids, eos_id, size):
+                counter.add(_chunk_keys(ids, a, b, j, k, base, bos_id, prev_nodes)[1])
+                if bar is not None:
+                    bar.update(1)
+            table = counter.result()
+            out.append(table)
+            if k == order:
+                break
+            nodes = Path(tmp) / f"nodes{k}.bin"  # each token's k-gram index, for order k+1
+            with open(nodes, "wb") as f:
+                for a, b, j in line_positions(ids, eos_id, size):
+                    ok, key = _chunk_keys(ids, a, b, j, k, base, bos_id, prev_nodes)
+                    node = np.full(b - a, -1, dtype=np.int64)
+                    node[ok] = np.searchsorted(table[0], key)
+                    node.tofile(f)
+                    if bar is not None:
+                        bar.update(1)
+            if prev_nodes is not None:
+                prev_nodes.unlink()
+            prev_nodes = nodes
         if bar is not None:
             bar.close()
-        return [c.result() for c in counters]
-
-
-def continuation_counts(
-    keys_hi: np.ndarray, keys_lo: np.ndarray, k_lo: int, base: int, block: int | None = None
-) -> np.ndarray:
-    """N1+(. x): for each k_lo-gram x of ``keys_lo``, how many distinct words precede it among
-    the (k_lo+1)-grams ``keys_hi`` (Kneser & Ney 1995; Chen & Goodman 1998 eq. 19). In blocks
-    of ``block`` keys, so that no whole-order temporary exists."""
-    block = block or max(1, len(keys_hi))
-    out = np.zeros(len(keys_lo), dtype=np.int64)
-    for a in range(0, len(keys_hi), block):
-        u, c = np.unique(keys_hi[a : a + block] % base**k_lo, return_counts=True)
-        out[np.searchsorted(keys_lo, u)] += c  # every suffix of a seen n-gram is itself seen
     return out
+
+
+def continuation_counts(suffix_hi: np.ndarray, n_lo: int) -> np.ndarray:
+    """N1+(. x): for each n-gram x of the order below, how many distinct words precede it,
+    i.e. how many n-grams of the order above have x as their suffix (``suffix_hi``: each
+    one's suffix index; Kneser & Ney 1995; Chen & Goodman 1998 eq. 19)."""
+    return np.bincount(suffix_hi, minlength=n_lo).astype(np.int64)
 
 
 def context_blocks(keys: np.ndarray, base: int, block: int) -> Iterator[tuple[int, int]]:

@@ -13,15 +13,19 @@ import math
 import struct
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from ngram import counting
+from ngram import keys as trie
 from ngram import smoothing as sm
 from ngram.errors import NgramError
 
 UNK, EOS, BOS = "<unk>", "</s>", "<s>"
 ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smoothing block
+FORMAT = 2  # .npz layout: 2 = trie keys (ngram.keys); 1 = packed keys, converted on load
+LN10 = math.log(10)
 SCORE_BLOCK = 1 << 20  # tokens scored at once: whole lines, so blocks do not change a score
 
 
@@ -61,7 +65,9 @@ class NgramLM:
         self.logp: list[np.ndarray] = []
         self.logbow: list[np.ndarray] = []
         self.info: dict = {}
-        self._uniform: list[tuple] | None = None  # (ctx keys, ctx total, gamma) for additive/MLE
+        self._uniform: list[tuple] | None = None  # (ctx indices, gamma) for additive/MLE
+        self.missing_bow = 0.0  # log weight of a context never stored (stupid backoff: log 0.4)
+        self._stoi: dict[str, int] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -78,9 +84,14 @@ class NgramLM:
         unk_id: int = 0,
         eos_id: int = 1,
         max_memory: int | str | None = None,
+        prune: list[int] | None = None,
+        prune_entropy: float | None = None,
         **params,
     ) -> NgramLM:
         """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout).
+
+        ``prune``: count thresholds per order, as lmplz's ``--prune``: ``[0, 1, 1]`` drops every
+        2- and 3-gram seen once. ``prune_entropy``: Stolcke's threshold (``prune_entropy``).
 
         ``max_memory`` (bytes, or ``500M``, ``2G``; default ``counting.default_budget()``)
         bounds the counting: sorted runs spill to ``$TMPDIR`` and are merged, and each order is
@@ -91,8 +102,9 @@ class NgramLM:
         if smoothing not in sm.METHODS:
             raise NgramError(f"smoothing={smoothing!r} is not one of {', '.join(sm.METHODS)}")
         params = check_params(smoothing, params)
+        prune = check_prune(prune, order, smoothing)
         V = len(itos)
-        counting.check_fits(V, order)
+        trie.check_vocabulary(V)
         model = cls(
             itos,
             order,
@@ -116,7 +128,13 @@ class NgramLM:
             return progress_bar(f"counting {order}-grams", chunks, "chunk", len(ids))
 
         raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
-        model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM))
+        if smoothing == "stupid_backoff":
+            model.missing_bow = math.log(params["backoff"])
+        model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM), prune)
+        if prune is not None:
+            model.info["prune"] = list(prune)
+        if prune_entropy is not None:
+            model.prune_entropy(prune_entropy)
         return model
 
     @classmethod
@@ -141,10 +159,17 @@ class NgramLM:
             raise NgramError(f"the text holds the reserved token {BOS}")
         return cls.fit_ids(np.asarray(ids, dtype=np.int64), itos, order, smoothing, **params)
 
-    def _estimate(self, raw: list[tuple[np.ndarray, np.ndarray]], params: dict, block: int) -> None:
+    def _estimate(
+        self,
+        raw: list[tuple[np.ndarray, np.ndarray]],
+        params: dict,
+        block: int,
+        prune: tuple[int, ...] | None = None,
+    ) -> None:
         """Counts -> backoff-form tables, order by order; each order of two or more words in
         blocks of about ``block`` n-grams that never split a context (a context's mass is summed
-        in one ``bincount``, so the result does not depend on the block size)."""
+        in one ``bincount``, so the result does not depend on the block size). ``prune``: the
+        count thresholds per order (``lmplz --prune``), applied as the tables are estimated."""
         N, V, base, method = self.order, self.vocab_size, self.base, self.smoothing
         # Unigram table: every vocabulary word (seen or not) and <s>, so every id has a row.
         all_ids = np.arange(V + 1, dtype=np.int64)
@@ -157,14 +182,23 @@ class NgramLM:
             keys_of.append(keys)
             counts.append(_narrow(c))
             del keys, c
+        suffix = _suffix_tables(keys_of, base, block)
+        # an n-gram is kept when its raw count is above its order's threshold (lmplz compares
+        # raw counts at every order, before the adjusted counts replace them)
+        keep = [None] + [
+            counts[k - 1] > prune[k - 1] if prune and prune[k - 1] else None
+            for k in range(2, N + 1)
+        ]
         if method in sm.CONTINUATION:
             # Lower orders count distinct left extensions, except n-grams that start with <s>
             # (nothing can precede them): KenLM's adjusted counts, Chen & Goodman sec. 3.
+            starts_bos = [all_ids == self.bos_id]
+            for k in range(2, N):
+                starts_bos.append(starts_bos[-1][keys_of[k - 1] // base])
             for k in range(N - 1, 0, -1):
-                keys = keys_of[k - 1]
-                cont = counting.continuation_counts(keys_of[k], keys, k, base, block)
-                starts_bos = keys // base ** (k - 1) == self.bos_id
-                counts[k - 1] = _narrow(np.where(starts_bos, counts[k - 1], cont))
+                cont = counting.continuation_counts(suffix[k], len(keys_of[k - 1]))
+                counts[k - 1] = _narrow(np.where(starts_bos[k - 1], counts[k - 1], cont))
+            del starts_bos
         if method in sm.UNIFORM:
             return self._estimate_uniform(keys_of, counts, params)
 
@@ -174,12 +208,16 @@ class NgramLM:
             if k == 1:
                 logp_k = self._unigrams(keys, c, params)
             else:
-                logp_k = self._order(k, keys, c, params, prev_logp, block)
+                logp_k = self._order(
+                    k, keys, c, params, prev_logp, block, suffix[k - 1], keep[k - 1]
+                )
             counts[k - 1] = None  # smoothed: the counts are no longer needed
             self.keys.append(keys)
             self.logp.append(logp_k)
             self.logbow.append(np.zeros(len(keys)))
             prev_logp = logp_k
+        if any(m is not None for m in keep):
+            self._drop(keep)
 
     def _unigrams(self, keys: np.ndarray, c: np.ndarray, params: dict) -> np.ndarray:
         """Log-probabilities of every id, ``<s>`` (log p = 0, as KenLM) included."""
@@ -202,14 +240,15 @@ class NgramLM:
             logp[predicted] = np.log(p)
         return logp
 
-    def _order(self, k, keys, c, params, prev_logp, block) -> np.ndarray:
+    def _order(self, k, keys, c, params, prev_logp, block, suffix, keep) -> np.ndarray:
         """Log-probabilities of the k-grams (k >= 2), and the backoff weights of their
-        contexts written into order k-1."""
+        contexts written into order k-1. ``suffix``: each k-gram's suffix in order k-1;
+        ``keep``: None, or which k-grams survive pruning (a pruned n-gram's discounted mass
+        joins its context's backoff mass, as lmplz does, so the model still sums to one)."""
         method, base = self.smoothing, self.base
         disc = sm.discounts(method, c, k, params)
         self.info[f"order{k}"] = dict(disc)
         logp = np.empty(len(keys))
-        lower = self.keys[k - 2]
         for a, b in counting.context_blocks(keys, base, block):
             kp = keys[a:b]
             ctx_keys, ctx_index = counting.group_by_context(kp, base)
@@ -218,11 +257,15 @@ class NgramLM:
             if method == "stupid_backoff":  # seen: the relative frequency alone
                 p = alpha
             else:
-                lower_idx = np.searchsorted(lower, kp % base ** (k - 1))
-                p = alpha + gamma[ctx_index] * np.exp(prev_logp[lower_idx])
-            # gamma(h) is the backoff weight of the context h, an n-gram of order k-1
+                if keep is not None:
+                    gone = ~keep[a:b]
+                    gamma = gamma + np.bincount(
+                        ctx_index[gone], weights=alpha[gone], minlength=len(ctx_keys)
+                    )
+                p = alpha + gamma[ctx_index] * np.exp(prev_logp[suffix[a:b]])
+            # gamma(h) is the backoff weight of the context h, the n-gram ctx_keys of order k-1
             with np.errstate(divide="ignore"):
-                self.logbow[k - 2][np.searchsorted(lower, ctx_keys)] = np.log(gamma)
+                self.logbow[k - 2][ctx_keys] = np.log(gamma)
                 logp[a:b] = np.log(p)
         return logp
 
@@ -240,19 +283,179 @@ class NgramLM:
                 ctx_keys, ctx_index = counting.group_by_context(kp, base)
             st = sm.OrderStats(kp, cp, ctx_keys, ctx_index)
             alpha, gamma, _ = sm.estimate(self.smoothing, st, k, V, params)
+            logp = np.zeros(len(keys))  # <s> keeps its row (log p 0): ids index the unigrams
             with np.errstate(divide="ignore"):
-                self.keys.append(kp)
-                self.logp.append(np.log(alpha + gamma[ctx_index] / V))
+                logp[predicted] = np.log(alpha + gamma[ctx_index] / V)
+            self.keys.append(keys)
+            self.logp.append(logp)
             self._uniform.append((ctx_keys, gamma))
-            self.logbow.append(np.zeros(len(kp)))
+            self.logbow.append(np.zeros(len(keys)))
+
+    def _drop(self, keep: list[np.ndarray | None]) -> None:
+        """Remove the n-grams ``keep`` marks False (none of order 1), renumbering the
+        contexts of the order above. A kept n-gram's context must be kept."""
+        B = self.base
+        for k in range(self.order, 1, -1):
+            if keep[k - 1] is not None:
+                m = keep[k - 1]
+                self.keys[k - 1], self.logp[k - 1] = self.keys[k - 1][m], self.logp[k - 1][m]
+                self.logbow[k - 1] = self.logbow[k - 1][m]
+        for k in range(2, self.order + 1):
+            lower = keep[k - 2]
+            if lower is None:
+                continue
+            renumber = np.cumsum(lower) - 1
+            keys = self.keys[k - 1]
+            ctx = keys // B
+            if not lower[ctx].all():
+                raise NgramError(f"pruning removed the context of a kept {k}-gram")
+            self.keys[k - 1] = renumber[ctx] * B + keys % B
+
+    # -- pruning -----------------------------------------------------------------------------
+    def entropy_deltas(self, k: int) -> np.ndarray:
+        """For each stored k-gram ``h w`` (k >= 2), the relative entropy D(p || p') that removing
+        it alone would cost, weighted by the probability of its history (Stolcke 1998): ``p'``
+        is the model without ``h w``, whose backoff weight of ``h`` is recomputed so that it
+        still sums to one. In nats; the perplexity grows by the factor ``exp(delta)``."""
+        if not 2 <= k <= self.order or self._uniform is not None or not self.normalized:
+            raise NgramError(
+                f"entropy pruning needs a normalised backoff model and 2 <= k <= {self.order}"
+            )
+        B = self.base
+        marg = self._history_probs(k - 1)
+        keys = self.keys[k - 1]
+        ctx = keys // B
+        suffix = self._suffixes(k)
+        lp, lq = self.logp[k - 1], self.logp[k - 2][suffix]
+        p, q = np.exp(lp), np.exp(lq)
+        n_ctx = len(self.keys[k - 2])
+        num = (1 - np.bincount(ctx, p, n_ctx))[ctx]  # mass left to back off, per context
+        den = (1 - np.bincount(ctx, q, n_ctx))[ctx]
+        log_bow = self.logbow[k - 2][ctx]
+        log_new_bow = np.log(num + p) - np.log(den + q)
+        return -marg[ctx] * (p * (lq + log_new_bow - lp) + num * (log_new_bow - log_bow))
+
+    def _history_probs(self, k: int) -> np.ndarray:
+        """P(h) of every stored k-gram h, by the chain rule of the model itself (a history that
+        starts with ``<s>`` is given it: P(<s>) = 1)."""
+        marg = np.exp(self.logp[0])
+        for j in range(2, k + 1):
+            marg = marg[self.keys[j - 1] // self.base] * np.exp(self.logp[j - 1])
+        return marg
+
+    def _suffixes(self, k: int) -> np.ndarray:
+        suffix = None
+        for j in range(2, k + 1):
+            suffix = trie.suffixes(self.keys[j - 1], suffix, self.keys[j - 2], self.base)
+        return suffix
+
+    def prune_entropy(self, threshold: float) -> None:
+        """Stolcke's entropy pruning, as SRILM's ``-prune``: from the highest order down, remove
+        every n-gram whose removal raises the perplexity by a factor under ``1 + threshold``
+        (each judged against the model as it stands before its own order is pruned), then
+        recompute the backoff weights of the contexts that lost n-grams. An n-gram that is the
+        context or the suffix of a kept longer one is kept, so that every lookup stays
+        exact."""
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not threshold >= 0
+        ):
+            raise NgramError(f"prune_entropy={threshold!r} must be a number >= 0")
+        if self._uniform is not None or not self.normalized:
+            raise NgramError(
+                "prune_entropy needs a normalised backoff model; "
+                f"smoothing={self.smoothing} is not one"
+            )
+        B = self.base
+        protected = [np.zeros(len(t), bool) for t in self.keys]
+        for k in range(self.order, 1, -1):
+            keys = self.keys[k - 1]
+            delta = self.entropy_deltas(k)
+            gone = (np.expm1(delta) < threshold) & ~protected[k - 1]
+            kept = ~gone
+            ctx, suffix = keys // B, self._suffixes(k)
+            protected[k - 2][ctx[kept]] = True
+            protected[k - 2][suffix[kept]] = True
+            changed = np.bincount(ctx[gone], minlength=len(self.keys[k - 2])) > 0
+            if changed.any():
+                p, q = np.exp(self.logp[k - 1][kept]), np.exp(self.logp[k - 2][suffix[kept]])
+                n_ctx = len(self.keys[k - 2])
+                num = 1 - np.bincount(ctx[kept], p, n_ctx)
+                den = 1 - np.bincount(ctx[kept], q, n_ctx)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    bow = np.log(np.maximum(num, 0)) - np.log(np.maximum(den, 0))
+                self.logbow[k - 2][changed] = bow[changed]
+            # the order below is judged with this order's n-grams gone
+            self._drop([None] * (k - 1) + [kept] + [None] * (self.order - k))
+        self.info["prune_entropy"] = float(threshold)
 
     # -- scoring -----------------------------------------------------------------------------
-    def _lookup(self, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        table = self.keys[k - 1]
+    def _extend(self, ctx: np.ndarray, words: np.ndarray) -> list[np.ndarray]:
+        """For states ``ctx`` (n, N-1) (column j-1: the index of the j-gram that ends the
+        context, -1 where none is stored) and one word each, the index of every k-gram
+        ``context + word``, k = 1..N (-1 where not stored). One lookup per order."""
+        return [words] + [self._lookup_k(k, ctx[:, k - 2], words) for k in range(2, self.order + 1)]
+
+    def _lookup_k(self, k: int, contexts: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """The index of each k-gram ``contexts[i] words[i]`` (a (k-1)-gram index and a word),
+        -1 where the context is -1 or the k-gram is not stored."""
+        ok = np.flatnonzero(contexts >= 0)
+        node = np.full(len(words), -1, dtype=np.int64)
+        idx, hit = trie.lookup(self.keys[k - 1], contexts[ok] * self.base + words[ok])
+        node[ok[hit]] = idx[hit]
+        return node
+
+    def _combine(self, words, ext, ctx, avail) -> np.ndarray:
+        """log p(word | context) from the lookups of ``_extend``: the longest stored n-gram
+        ``context + word``, plus the backoff weight of each longer context (up to ``avail``,
+        the context's length, at most N-1) that missed."""
+        if self._uniform is not None:
+            return self._combine_uniform(ext, ctx, avail)
+        out = np.empty(len(words))
+        matched = np.zeros(len(words), dtype=np.int64)
+        for k in range(self.order, 0, -1):
+            e = ext[k - 1]
+            m = np.flatnonzero((matched == 0) & (e >= 0))
+            out[m] = self.logp[k - 1][e[m]]
+            matched[m] = k
+        for j in range(1, self.order):
+            use = np.flatnonzero((j >= matched) & (j <= avail))
+            out[use] += self._bows(j, ctx[use, j - 1])
+        return out
+
+    def _bows(self, j: int, nodes: np.ndarray) -> np.ndarray:
+        """Log backoff weights of the length-j contexts ``nodes``; a context never stored has
+        weight 1, except in stupid backoff, where every step back costs the factor."""
+        table = self.logbow[j - 1]
         if not len(table):
-            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-        idx = np.minimum(np.searchsorted(table, keys), len(table) - 1)
-        return idx, table[idx] == keys
+            return np.full(len(nodes), self.missing_bow)
+        return np.where(nodes >= 0, table[np.maximum(nodes, 0)], self.missing_bow)
+
+    def _combine_uniform(self, ext, ctx, avail) -> np.ndarray:
+        """Additive and MLE: the stored estimate for the whole context, else its context's
+        left-over mass spread uniformly (1/V for a context never seen; 0 for MLE)."""
+        out = np.empty(len(avail))
+        for a in np.unique(avail):
+            rows = np.flatnonzero(avail == a)
+            e = ext[a][rows]
+            out[rows] = self._spread(a, ctx, rows)
+            hit = np.flatnonzero(e >= 0)
+            out[rows[hit]] = self.logp[a][e[hit]]
+        return out
+
+    def _spread(self, a: int, ctx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """log of the uniform share after contexts of length ``a`` (additive and MLE)."""
+        V = self.vocab_size
+        if self.smoothing == "mle":
+            return np.full(len(rows), -np.inf)  # MLE: an unseen event has probability 0
+        ctx_keys, gamma = self._uniform[a]
+        c = ctx[rows, a - 1] if a else np.zeros(len(rows), np.int64)
+        out = np.full(len(rows), -np.log(V))  # a context never seen: 1/V
+        cidx, chit = trie.lookup(ctx_keys, c)
+        seen = np.flatnonzero(chit & (c >= 0))
+        out[seen] = np.log(gamma[cidx[seen]] / V)
+        return out
 
     def score_ids(self, ids: np.ndarray) -> np.ndarray:
         """Natural-log probability of every token of an id stream (lines end with ``eos_id``),
@@ -274,79 +477,157 @@ class NgramLM:
     def _score_block(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         stream, line_start = counting.pad_sentences(ids, self.eos_id, self.bos_id)
+        depth = np.arange(len(stream)) - line_start  # tokens before each in its line, <s> too
+        nodes = [stream]  # the index of the k-gram ending at each position (-1: not stored)
+        for k in range(2, self.order + 1):
+            prev = np.empty(len(stream), dtype=np.int64)
+            prev[0], prev[1:] = -1, nodes[-1][:-1]
+            prev[depth < k - 1] = -1
+            nodes.append(self._lookup_k(k, prev, stream))
         pos = np.flatnonzero(stream != self.bos_id)[: len(ids)]
-        avail = np.minimum(pos - line_start[pos], self.order - 1)  # usable context length
-        if self._uniform is not None:
-            return self._score_uniform(stream, pos, avail)
-        out = np.full(len(pos), np.nan)
-        bow_sum = np.zeros(len(pos))
-        for k in range(self.order, 0, -1):
-            todo = np.isnan(out) & (avail >= k - 1)
-            if not todo.any():
-                continue
-            p_at = pos[todo]
-            idx, hit = self._lookup(k, counting.keys_at(stream, p_at, k, self.base))
-            sel = np.flatnonzero(todo)
-            out[sel[hit]] = self.logp[k - 1][idx[hit]]
-            if k > 1:  # missed: add the backoff weight of this order's context, if stored
-                miss = sel[~hit]
-                cidx, chit = self._lookup(
-                    k - 1, counting.keys_at(stream, pos[miss] - 1, k - 1, self.base)
-                )
-                bow_sum[miss[chit]] += self.logbow[k - 2][cidx[chit]]
-        return out + bow_sum
+        ext = [n[pos] for n in nodes]
+        ctx = np.stack([n[pos - 1] for n in nodes[: self.order - 1]], 1) if self.order > 1 else None
+        return self._combine(stream[pos], ext, ctx, np.minimum(depth[pos], self.order - 1))
 
-    def _score_uniform(self, stream, pos, avail) -> np.ndarray:
-        out = np.empty(len(pos))
-        V = self.vocab_size
-        for k in range(1, self.order + 1):
-            at = np.flatnonzero(avail == k - 1)
-            if not len(at):
-                continue
-            idx, hit = self._lookup(k, counting.keys_at(stream, pos[at], k, self.base))
-            ctx_keys, gamma = self._uniform[k - 1]
-            ctx = counting.keys_at(stream, pos[at] - 1, k - 1, self.base) if k > 1 else 0 * at
-            if len(ctx_keys):
-                cidx = np.minimum(np.searchsorted(ctx_keys, ctx), len(ctx_keys) - 1)
-                chit = ctx_keys[cidx] == ctx
-            else:
-                cidx, chit = np.zeros(len(at), np.int64), np.zeros(len(at), bool)
-            g = gamma[cidx] if len(gamma) else np.ones(len(at))
-            with np.errstate(divide="ignore"):
-                unseen = np.where(chit, np.log(g / V), -np.log(V))  # no context: 1/V
-            if self.smoothing == "mle":
-                unseen = np.full(len(at), -np.inf)  # MLE: an unseen event has probability 0
-            stored = self.logp[k - 1][idx] if len(self.logp[k - 1]) else unseen
-            out[at] = np.where(hit, stored, unseen)
+    # -- states: what a decoder steps ----------------------------------------------------------
+    def begin(self, n: int = 1, bos: bool = True) -> State:
+        """``n`` states at a sentence's start (``bos``: after ``<s>``), or with no context at
+        all (the middle of a sentence whose beginning is unknown: lower orders only)."""
+        ctx = np.full((n, self.order - 1), -1, dtype=np.int64)
+        avail = np.zeros(n, dtype=np.int64)
+        if bos and self.order > 1:
+            ctx[:, 0], avail[:] = self.bos_id, 1
+        return State(ctx, avail)
+
+    def word_logprobs(self, state: State, words) -> np.ndarray:
+        """log p(words[b] | state b), natural logs, (n,)."""
+        words = self._ids(words, len(state))
+        return self._combine(words, self._extend(state.ctx, words), state.ctx, state.avail)
+
+    def advance(self, state: State, words) -> State:
+        """The states after each has read ``words[b]``."""
+        return self.extend(state, words)[1]
+
+    def extend(self, state: State, words) -> tuple[np.ndarray, State]:
+        """(log p(words[b] | state b), the states after them): both from one set of lookups."""
+        words = self._ids(words, len(state))
+        ext = self._extend(state.ctx, words)
+        lp = self._combine(words, ext, state.ctx, state.avail)
+        ctx = np.stack(ext[: self.order - 1], 1) if self.order > 1 else state.ctx
+        return lp, State(ctx, np.minimum(state.avail + 1, self.order - 1))
+
+    def distributions(self, state: State) -> np.ndarray:
+        """(n, V): log p(w | state b) for every vocabulary id w, without a lookup per word:
+        the unigrams with each state's backoff weights, overwritten order by order by the
+        stored n-grams of each state's contexts (one contiguous run of a sorted table)."""
+        n, V, N, B = len(state), self.vocab_size, self.order, self.base
+        ctx, avail = state.ctx, state.avail
+        if self._uniform is not None:
+            return self._distributions_uniform(ctx, avail)
+        tail = np.zeros((n, N + 1))  # tail[:, k]: backoff weights of contexts k .. avail
+        for j in range(N - 1, 0, -1):
+            use = j <= avail
+            tail[:, j] = tail[:, j + 1] + np.where(use, self._bows(j, ctx[:, j - 1]), 0.0)
+        out = self.logp[0][None, :V] + tail[:, 1][:, None]
+        for k in range(2, N + 1):
+            rows, idx = self._runs(k, ctx[:, k - 2])
+            out[rows, self.keys[k - 1][idx] % B] = self.logp[k - 1][idx] + tail[rows, k]
         return out
 
+    def _runs(self, k: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, index) of every stored k-gram whose context is ``contexts[row]``."""
+        rows = np.flatnonzero(contexts >= 0)
+        table = self.keys[k - 1]
+        lo = np.searchsorted(table, contexts[rows] * self.base)
+        hi = np.searchsorted(table, (contexts[rows] + 1) * self.base)
+        sizes = hi - lo
+        starts = np.repeat(lo - np.cumsum(sizes) + sizes, sizes)
+        return np.repeat(rows, sizes), starts + np.arange(int(sizes.sum()))
+
+    def _distributions_uniform(self, ctx, avail) -> np.ndarray:
+        V, B = self.vocab_size, self.base
+        out = np.empty((len(avail), V))
+        for a in np.unique(avail):
+            rows = np.flatnonzero(avail == a)
+            if a == 0:
+                out[rows] = self.logp[0][None, :V]
+                continue
+            out[rows] = self._spread(a, ctx, rows)[:, None]
+            sub, idx = self._runs(a + 1, ctx[rows, a - 1])
+            out[rows[sub], self.keys[a][idx] % B] = self.logp[a][idx]
+        return out
+
+    def state_after(self, context: Iterable[int], bos: bool = True) -> State:
+        """One state that has read ``context`` (ids), after ``<s>`` if ``bos``."""
+        state = self.begin(1, bos)
+        for w in list(context)[-(self.order - 1) :] if self.order > 1 else []:
+            state = self.advance(state, [w])
+        return state
+
+    def _ids(self, words, n: int) -> np.ndarray:
+        words = np.asarray(words, dtype=np.int64).reshape(-1)
+        if len(words) != n:
+            raise NgramError(f"{len(words)} words for {n} states")
+        if len(words) and (words.min() < 0 or words.max() >= self.vocab_size):
+            raise NgramError(f"ids outside the vocabulary 0..{self.vocab_size - 1}")
+        return words
+
     def next_logprobs(self, context: list[int], at_start: bool = True) -> np.ndarray:
-        """log p(w | context) for every vocabulary id w, in one vectorised call. ``at_start``:
-        the context follows ``<s>`` (a sentence's first words); else it is taken from the
-        middle of a sentence (then only its last order-1 words matter)."""
-        ctx = list(context)[-(self.order - 1) :] if self.order > 1 else []
-        pad = [] if at_start else [self.unk_id] * (self.order - 1 - len(ctx))
-        V = self.vocab_size
-        line = np.asarray([*pad, *ctx, 0, self.eos_id], dtype=np.int64)
-        lines = np.tile(line, (V, 1))
-        lines[:, len(pad) + len(ctx)] = np.arange(V)
-        scores = self.score_ids(lines.ravel()).reshape(V, len(line))
-        return scores[:, len(pad) + len(ctx)]
+        """log p(w | context) for every vocabulary id w. ``at_start``: the context follows
+        ``<s>`` (a sentence's first words); else it is taken from the middle of a sentence:
+        only its own words are context, and a context shorter than order - 1 uses the lower
+        orders, as backoff and interpolation define them."""
+        return self.distributions(self.state_after(context, at_start))[0]
 
     def logprob(self, word: str, context: Iterable[str] = ()) -> float:
         """log p(word | context) for strings. A context that starts with ``<s>`` is a
         sentence's beginning; otherwise it is read as the middle of a sentence."""
-        stoi = {w: i for i, w in enumerate(self.itos)}
+        stoi = self.stoi
         ctx = list(context)
         at_start = bool(ctx) and ctx[0] == BOS
         ids = [stoi.get(w, self.unk_id) for w in (ctx[1:] if at_start else ctx)]
-        return float(self.next_logprobs(ids, at_start)[stoi.get(word, self.unk_id)])
+        state = self.state_after(ids, at_start)
+        return float(self.word_logprobs(state, [stoi.get(word, self.unk_id)])[0])
+
+    def score(self, sentence: str, bos: bool = True, eos: bool = True) -> float:
+        """log10 p of a sentence of words split at white space, as KenLM's Python ``score``:
+        from ``<s>`` if ``bos`` (else from no context), ``</s>`` predicted if ``eos``; a word
+        outside the vocabulary is ``<unk>``. Every other method here speaks natural logs."""
+        stoi = self.stoi
+        ids = [stoi.get(w, self.unk_id) for w in sentence.split()]
+        if eos:
+            ids.append(self.eos_id)
+        state, total = self.begin(1, bos), 0.0
+        for w in ids:
+            lp, state = self.extend(state, [w])
+            total += float(lp[0])
+        return total / LN10
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        if self._stoi is None:
+            self._stoi = {w: i for i, w in enumerate(self.itos)}
+        return self._stoi
+
+    def words_of(self, k: int) -> np.ndarray:
+        """The (n, k) word ids of every stored k-gram, in table order (``<s>`` is id V)."""
+        return trie.words_of(self.keys, k, self.base)
+
+    def find(self, words: Iterable[int]) -> int:
+        """The index of an n-gram (ids, ``<s>`` = V) in its order's table, or -1."""
+        cols = np.asarray([list(words)], dtype=np.int64)
+        key, found = trie.from_words(cols, self.keys, self.base)
+        idx, hit = trie.lookup(self.keys[cols.shape[1] - 1], key)
+        return int(idx[0]) if hit[0] and found[0] else -1
 
     def save(self, path) -> None:
         """Every table, exactly (``.npz``, no pickle); ARPA holds only backoff-form models."""
         arrays = {
             "itos": np.asarray(self.itos),
-            "meta": np.asarray([self.order, self.unk_id, self.eos_id, int(self.normalized)]),
+            "meta": np.asarray(
+                [self.order, self.unk_id, self.eos_id, int(self.normalized), FORMAT]
+            ),
+            "missing_bow": np.asarray(self.missing_bow),
         }
         arrays["smoothing"] = np.asarray(self.smoothing)
         for k in range(self.order):
@@ -360,10 +641,11 @@ class NgramLM:
     def load(cls, path, mmap: bool = True) -> NgramLM:
         """A model saved by ``save``. ``mmap``: the tables are mapped from the file rather than
         read, so a model larger than the memory budget can still score (pages are read as
-        lookups touch them)."""
+        lookups touch them). Files of the first format (packed keys) are converted."""
         try:
             z = _npz_arrays(path, mmap)
-            order, unk_id, eos_id, normalized = (int(x) for x in z["meta"])
+            meta = [int(x) for x in z["meta"]]
+            order, unk_id, eos_id, normalized = meta[:4]
             m = cls(
                 [str(w) for w in z["itos"]],
                 order,
@@ -377,19 +659,60 @@ class NgramLM:
             m.logbow = [z[f"logbow{k}"] for k in range(order)]
             if "uctx0" in z:
                 m._uniform = [(z[f"uctx{k}"], z[f"ugamma{k}"]) for k in range(order)]
-        except (OSError, KeyError, ValueError) as e:
+            if "missing_bow" in z:
+                m.missing_bow = float(z["missing_bow"])
+            elif m.smoothing == "stupid_backoff":
+                m.missing_bow = float(np.log(0.4))  # the first format saved only the default
+            if len(meta) < 5:
+                m._from_packed_keys()
+        except (OSError, KeyError, ValueError, IndexError) as e:
             raise NgramError(f"{path}: not an ngram model file ({e})") from None
         m._check_tables(path)
         return m
 
+    def _from_packed_keys(self) -> None:
+        """Tables of the first ``.npz`` format, whose keys packed the words as ``sum w_i
+        B^(k-i)``: the same n-grams in the same (word-by-word) order, keyed as ``ngram.keys``.
+        Its additive and MLE models had no ``<s>`` unigram; it gets its row (log p 0)."""
+        B, V = self.base, self.vocab_size
+        keys = [np.asarray(t, dtype=np.int64) for t in self.keys]
+        self.logp = [np.asarray(t) for t in self.logp]
+        self.logbow = [np.asarray(t) for t in self.logbow]
+        if len(keys[0]) == V:  # no <s> row
+            keys[0] = np.arange(V + 1, dtype=np.int64)
+            self.logp[0] = np.append(self.logp[0], 0.0)
+            self.logbow[0] = np.append(self.logbow[0], 0.0)
+
+        def digits(packed, k):
+            return np.stack([(packed // B ** (k - 1 - j)) % B for j in range(k)], 1)
+
+        new = [keys[0]]
+        for k in range(2, self.order + 1):
+            new.append(trie.from_words(digits(keys[k - 1], k), new, B)[0])
+        self.keys = new
+        if self._uniform is not None:
+            uniform = [self._uniform[0]]
+            for k in range(2, self.order + 1):
+                ctx_keys, gamma = self._uniform[k - 1]
+                cols = digits(np.asarray(ctx_keys, dtype=np.int64), k - 1)
+                key = trie.from_words(cols, new, B)[0]
+                uniform.append((np.searchsorted(new[k - 2], key), np.asarray(gamma)))
+            self._uniform = uniform
+
     def _check_tables(self, path) -> None:
-        """Values, not only the format: keys strictly increasing (lookups bisect them), and
-        no NaN or +inf among the log-probabilities and weights (-inf is log 0). Read in blocks
-        (from the file, for a memory map), so the check holds no copy of a large model."""
+        """Values, not only the format: keys strictly increasing (lookups bisect them), every
+        id a unigram, every context an index of the order below, and no NaN or +inf among the
+        log-probabilities and weights (-inf is log 0). Read in blocks (from the file, for a
+        memory map), so the check holds no copy of a large model."""
         for k in range(self.order):
             keys = self.keys[k]
-            if keys.dtype != np.int64 or len(keys) != len(self.logp[k]) or not _increasing(keys):
-                raise NgramError(f"{path}: the {k + 1}-gram keys are not a sorted int64 table")
+            bad = keys.dtype != np.int64 or len(keys) != len(self.logp[k]) or not _increasing(keys)
+            if k == 0:
+                bad = bad or len(keys) != self.base or keys[0] != 0 or keys[-1] != self.base - 1
+            elif len(keys):
+                bad = bad or keys[0] < 0 or keys[-1] // self.base >= len(self.keys[k - 1])
+            if bad:
+                raise NgramError(f"{path}: the {k + 1}-gram keys are not a sorted n-gram table")
             tables = [self.logp[k], self.logbow[k]]
             if self._uniform is not None:
                 tables.append(self._uniform[k][1])
@@ -406,6 +729,43 @@ class NgramLM:
             )
         lp = self.score_ids(ids)
         return math.exp(-lp.mean())
+
+
+@dataclass
+class State:
+    """Contexts of a batch, as a decoder steps them: ``ctx`` (n, N-1), column j-1 the index of
+    the j-gram that ends the context (-1 where none is stored); ``avail`` (n,) the context's
+    length, at most N-1 (``<s>`` counts)."""
+
+    ctx: np.ndarray
+    avail: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.avail)
+
+    def select(self, index) -> State:
+        """Rows ``index`` in order, repeats allowed (a beam split)."""
+        i = np.asarray(index, dtype=np.int64)
+        return State(self.ctx[i], self.avail[i])
+
+    @staticmethod
+    def concat(states: list[State]) -> State:
+        return State(
+            np.concatenate([s.ctx for s in states]), np.concatenate([s.avail for s in states])
+        )
+
+
+def _suffix_tables(keys_of: list[np.ndarray], base: int, block: int) -> list:
+    """[None, suffix of each 2-gram in order 1, suffix of each 3-gram in order 2, ...], in
+    blocks of ``block`` keys, narrow integers."""
+    out = [None]
+    for k in range(2, len(keys_of) + 1):
+        keys, lower = keys_of[k - 1], keys_of[k - 2]
+        suffix = np.empty(len(keys), dtype=trie.index_dtype(len(lower)))
+        for a in range(0, len(keys), block):
+            suffix[a : a + block] = trie.suffixes(keys[a : a + block], out[-1], lower, base)
+        out.append(suffix)
+    return out
 
 
 def _blocks(a: np.ndarray, size: int = 1 << 22):
@@ -473,6 +833,36 @@ def _npz_arrays(path, mmap: bool) -> dict:
                 order="F" if fortran else "C",
             )
     return out
+
+
+def check_prune(prune, order: int, method: str) -> tuple[int, ...] | None:
+    """lmplz's ``--prune`` thresholds, one per order: integers >= 0, none on unigrams, not
+    decreasing (else a kept n-gram could lose its context or suffix)."""
+    if prune is None:
+        return None
+    try:
+        values = [int(t) for t in prune]
+        ok = all(int(t) == float(t) for t in prune) and not isinstance(prune, str)
+    except (TypeError, ValueError):
+        values, ok = [], False
+    if not ok or len(values) != order:
+        raise NgramError(
+            f"prune={list(prune) if not isinstance(prune, str) else prune!r} needs one integer "
+            f"count threshold per order ({order} for order={order}), e.g. "
+            f"{[0] + [1] * (order - 1)}"
+        )
+    if values[0] != 0:
+        raise NgramError(
+            f"prune={values}: unigrams are never pruned; the first threshold must be 0"
+        )
+    if any(t < 0 for t in values) or any(b < a for a, b in zip(values, values[1:])):
+        raise NgramError(
+            f"prune={values}: thresholds must be >= 0 and not decreasing (lmplz's rule: a kept "
+            "n-gram keeps its context and suffix)"
+        )
+    if method in sm.UNIFORM and any(values):
+        raise NgramError(f"prune needs a backoff model; smoothing={method} has none")
+    return tuple(values) if any(values) else None
 
 
 def check_params(method: str, params: dict) -> dict:

@@ -12,6 +12,7 @@ from conftest import shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ngram import keys as trie
 from ngram.arpa import read_arpa, write_arpa
 from ngram.errors import NgramError
 from ngram.model import NgramLM
@@ -195,47 +196,69 @@ def _ptb_lines(split):
 
 
 @pytest.fixture(scope="module")
-def ptb_models():
-    train = _ptb_lines("train")
-    return train, {n: NgramLM.fit(train, n, "modified_kn") for n in (2, 3)}
+def ptb_train():
+    return _ptb_lines("train")
 
 
-@pytest.mark.parametrize("order, ppl", [(3, 148.2815), (2, 185.7049)])
-def test_modified_kn_matches_lmplz_entry_by_entry(ptb_models, order, ppl):
-    ours = ptb_models[1][order]
-    ken = read_arpa(shared("kenlm-ptb") / f"ptb.o{order}.arpa.gz")
-    kst = {w: i for i, w in enumerate(ken.itos)}
+# lmplz's reference models (../shared/data/kenlm-ptb/README.md): file, order, --prune, and the
+# test set's total log10 probability by KenLM's query (perplexity 10^(-total / 82430))
+LMPLZ = {
+    "ptb.o2": (2, None, -math.log10(185.7049) * 82430),
+    "ptb.o3": (3, None, -178962.698),
+    "ptb.o4": (4, None, -177593.082),
+    "ptb.o5": (5, None, -177207.377),
+    "ptb.o3.prune011": (3, [0, 1, 1], -182741.416),
+    "ptb.o5.prune01111": (5, [0, 1, 1, 1, 1], -181347.848),
+}
+
+
+def _same_entries(ours: NgramLM, ken: NgramLM, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """|log10 p| and |log10 backoff| differences of every k-gram, after checking that both
+    models store exactly the same k-grams."""
+    kst = ken.stoi
     to_ken = np.array([kst[w] for w in ours.itos] + [ken.bos_id])
+    cols = to_ken[ours.words_of(k)]
+    key, found = trie.from_words(cols, ken.keys, ken.base)
+    idx, hit = trie.lookup(ken.keys[k - 1], key)
+    assert len(ours.keys[k - 1]) == len(ken.keys[k - 1]) and (found & hit).all()
+    dp = np.abs(ours.logp[k - 1] - ken.logp[k - 1][idx]) / LN10
+    db = np.abs(ours.logbow[k - 1] - ken.logbow[k - 1][idx]) / LN10
+    return dp, db
+
+
+@pytest.mark.parametrize("name", list(LMPLZ))
+def test_modified_kn_matches_lmplz_entry_by_entry(ptb_train, name):
+    """Every order and pruning of the reference set: the same n-grams, the same log10 p and
+    backoff of each to 1e-4, and the test perplexity to 1e-6 relative (as ``query`` sums)."""
+    order, prune, total = LMPLZ[name]
+    ours = NgramLM.fit(ptb_train, order, "modified_kn", prune=prune)
+    ken = read_arpa(shared("kenlm-ptb") / f"{name}.arpa.gz")
     for k in range(1, order + 1):
-        keys = ours.keys[k - 1]
-        kk = np.zeros(len(keys), np.int64)
-        for j in range(k):
-            kk = kk * ken.base + to_ken[(keys // ours.base ** (k - 1 - j)) % ours.base]
-        order_idx = np.argsort(kk)
-        np.testing.assert_array_equal(kk[order_idx], ken.keys[k - 1])  # the same n-grams
-        dp = np.abs(ours.logp[k - 1][order_idx] - ken.logp[k - 1]) / LN10
-        db = np.abs(ours.logbow[k - 1][order_idx] - ken.logbow[k - 1]) / LN10
-        assert db.max() < 1e-4
+        dp, db = _same_entries(ours, ken, k)
+        assert db.max() < 1e-6, (k, db.max())
         if k > 1:
             assert dp.max() < 1e-4, (k, dp.max())
         else:
-            # The one known difference: lmplz's count-of-counts for order-1 adjusted counts has
+            # The one difference: lmplz's count-of-counts of the order-1 adjusted counts has
             # n4 = 656 where ours has 657 (n1..n3 agree: 176, 255, 388), so its D3+ is 1.26492
-            # against our 1.26227 (the same in the 2-gram model, whose order 1 is counted alike).
-            # Unigrams with adjusted count >= 3 and the uniform share move by at most 8.5e-4 in
-            # log10; everything else stays within 1e-4.
+            # against our 1.26227. The cause is in lmplz's adjust_counts.cc: the n-grams still
+            # open when its suffix-sorted stream ends (here the unigram "unilab", the last word
+            # of its vocabulary: adjusted count 4, raw count 6) enter the statistics with their
+            # raw count. Unigrams with adjusted count >= 3 and the uniform share move by at most
+            # 8.9e-4 in log10; the perplexity by 3e-9 relative.
             assert ours.info["order1"]["discounts"][:2] == pytest.approx(
                 [0.25656, 0.82888], abs=1e-5
             )
             assert dp.max() < 1e-3 and (dp < 1e-4).mean() > 0.95
     test = _ptb_lines("test")
-    stoi = {w: i for i, w in enumerate(ours.itos)}
+    stoi = ours.stoi
     ids = np.array([i for ln in test for i in [*(stoi.get(w, 0) for w in ln), 1]])
     assert len(ids) == 82430
-    assert ours.perplexity(ids) == pytest.approx(ppl, rel=1e-3)
-    assert ken.perplexity(np.array([kst[ours.itos[i]] for i in ids])) == pytest.approx(
-        ppl, rel=1e-5
-    )
+    ppl = 10 ** (-total / len(ids))
+    assert ours.perplexity(ids) == pytest.approx(ppl, rel=1e-6)
+    kst = ken.stoi
+    to_ken = np.array([kst[w] for w in ours.itos])
+    assert ken.perplexity(to_ken[ids]) == pytest.approx(ppl, rel=1e-6)
 
 
 def test_arpa_round_trip_keeps_every_score(tmp_path):
@@ -258,6 +281,9 @@ def test_our_arpa_loads_in_kenlm_if_installed(tmp_path):
     )
 
 
+MARKERS = "-99\t<s>\n-1\t</s>\n"
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -266,10 +292,22 @@ def test_our_arpa_loads_in_kenlm_if_installed(tmp_path):
             "\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n",
             "1-grams section has 1 entries, the header says 2",
         ),
-        ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\n", "missing \\\\end\\\\"),
+        (f"\\data\\\nngram 1=3\n\n\\1-grams:\n{MARKERS}-1\ta\n", "missing \\\\end\\\\"),
+        ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\t<s>\n-1\ta\n\\end\\\n", "m.arpa: .* no </s>"),
+        ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\t</s>\n-1\ta\n\\end\\\n", "m.arpa: .* no <s>"),
+        (
+            f"\\data\\\nngram 1=3\nngram 2=1\nngram 3=1\n\n\\1-grams:\n{MARKERS}-1\ta\n\n"
+            "\\2-grams:\n-1\t<s> a\n\n\\3-grams:\n-1\ta a </s>\n\\end\\\n",
+            "m.arpa:15: the 3-gram 'a a </s>' has no 2-gram 'a a'",
+        ),
+        (
+            f"\\data\\\nngram 1=4\n\n\\1-grams:\n{MARKERS}-1\ta\n-2\ta\n\\end\\\n",
+            "m.arpa: a 1-gram is listed twice",
+        ),
         ("\\data\\\nngram 1=1\n\n\\1-grams:\nx\ta\n\\end\\\n", "m.arpa:5: not a number"),
         (
-            "\\data\\\nngram 1=1\nngram 2=1\n\n\\1-grams:\n-1\ta\n\n\\2-grams:\n-1\ta b\n\\end\\\n",
+            f"\\data\\\nngram 1=3\nngram 2=1\n\n\\1-grams:\n{MARKERS}-1\ta\n\n\\2-grams:\n-1\ta b\n"
+            "\\end\\\n",
             "2-gram word 'b' is not among the unigrams",
         ),
         ("\\data\\\nngram 1=1\n\n\\1-grams:\nnan\ta\n\\end\\\n", "m.arpa:5: log10 p and backoff"),
@@ -293,7 +331,7 @@ def test_kenlms_minus_99_is_log_zero_and_legal(tmp_path):
 
 def test_npz_models_with_impossible_values_are_refused(tmp_path):
     m = NgramLM.fit([["a", "b"], ["b", "a", "a"]], order=2, smoothing="witten_bell")
-    for table, what in (("logp", "NaN or \\+inf"), ("keys", "not a sorted int64 table")):
+    for table, what in (("logp", "NaN or \\+inf"), ("keys", "not a sorted n-gram table")):
         bad = NgramLM.fit([["a", "b"], ["b", "a", "a"]], order=2, smoothing="witten_bell")
         arr = getattr(bad, table)[1]
         if table == "logp":
