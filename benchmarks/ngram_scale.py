@@ -1,8 +1,8 @@
-"""Counting a modified Kneser-Ney 3-gram at 30M and 100M tokens: wall time and peak memory of
-the whole ``python -m seqlm train model=kn3 data=text`` process.
+"""Counting a modified Kneser-Ney n-gram (order 3 unless ``--order``) at 30M and 100M tokens:
+wall time and peak memory of the whole ``python -m seqlm train model=kn3 data=text`` process.
 
     python benchmarks/ngram_scale.py --wt2 ../shared/data/wikitext-2 --tokens 30M 100M \\
-        [--work /tmp/ngram-scale] [--rounds 1] [-- extra overrides]
+        [--order 5] [--work /tmp/ngram-scale] [--rounds 1] [-- extra overrides]
 
 The corpus: WikiText-2's training lines,
 repeated until the size is reached, with 15% of the words of every copy resampled uniformly
@@ -76,13 +76,14 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss * 1024 / 1e9
 
 
-def run_once(corpus: Path, run_dir: Path, overrides: list[str]) -> dict:
+def run_once(corpus: Path, run_dir: Path, overrides: list[str], order: int = 3) -> dict:
     cmd = [
         sys.executable,
         "-m",
         "seqlm",
         "train",
         "model=kn3",
+        f"model.order={order}",
         "data=text",
         f"data.path={corpus}",
         "data.use_cache=false",
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--wt2", required=True, type=Path, help="folder with wiki.train.tokens.gz")
     ap.add_argument("--tokens", nargs="+", default=["30M", "100M"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ngram-scale"))
+    ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--eval", action="store_true", help="also time `seqlm eval` of each run")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.max_memory=1G")
@@ -131,12 +133,12 @@ def main() -> None:
             print(f"made {corpus} ({mb:.0f} MB) in {time.perf_counter() - t:.0f} s")
         runs = []
         for r in range(args.rounds):
-            run_dir = args.work / f"run-{text}-{r}"
+            run_dir = args.work / f"run-{text}-o{args.order}-{r}"
             shutil.rmtree(run_dir, ignore_errors=True)  # no file of an earlier round counts
-            runs.append(run_once(corpus, run_dir, args.overrides))
+            runs.append(run_once(corpus, run_dir, args.overrides, args.order))
             if args.eval:
                 runs[-1].update(eval_once(run_dir))
-            print(json.dumps({"tokens": text, **runs[-1]}))
+            print(json.dumps({"tokens": text, "order": args.order, **runs[-1]}))
         wall = statistics.median(r["wall_s"] for r in runs)
         fit = statistics.median(r["fit_s"] for r in runs)
         peak = max(r["peak_gb"] for r in runs)

@@ -9,8 +9,8 @@ Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore
   (trainable numbers), ``train/steps``, ``train/epochs``, ``train/world_size``,
   ``train/tokens_per_s`` (training targets per second of training, validation included);
 - an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
-  orders), ``model/discounts``, ``count/tokens_per_s`` (training tokens counted and smoothed
-  per second);
+  orders; ``model/ngrams_by_order`` each), ``model/discounts`` (and any pruning),
+  ``count/tokens_per_s`` (training tokens counted and smoothed per second);
 - a mixture (``mix``): ``model/components``, ``model/weights`` (EM on validation),
   ``model/em_steps``;
 - a rescoring (``rescore``): ``{dev,test}/wer``, ``wer_first_pass``, ``wer_oracle``,
@@ -45,14 +45,15 @@ def network_description(model_cfg: dict, params: int) -> dict[str, Any]:
     }
 
 
-def ngram_description(smoothing: str, order: int, ngrams: int, discounts: dict) -> dict:
-    """``model/*`` of an n-gram model."""
+def ngram_description(smoothing: str, order: int, by_order: list[int], discounts: dict) -> dict:
+    """``model/*`` of an n-gram model (``by_order``: stored n-grams of each order)."""
     return {
         "model/family": "ngram",
         "model/name": "NgramLM",
         "model/smoothing": smoothing,
         "model/order": order,
-        "model/ngrams": ngrams,
+        "model/ngrams": int(sum(by_order)),
+        "model/ngrams_by_order": [int(n) for n in by_order],
         "model/discounts": discounts,
     }
 

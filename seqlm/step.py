@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_map
 
+from ngram import NgramLM
+from ngram.model import State as NgramState
 from seqlm.data.vocab import Vocab
 from seqlm.scorers import Scorer, load_scorer
 
@@ -140,72 +142,46 @@ class NetworkStepLM(StepLM):
         return NetworkState(hidden, carried)
 
 
-@dataclass
-class NgramState:
-    """The words read since ``<s>`` that an n-gram still sees: ``context`` (B, order-1) model
-    ids, right-aligned; ``length`` (B,) how many of them are real (the rest is the sentence's
-    start)."""
-
-    context: np.ndarray
-    length: np.ndarray
-
-
 class NgramStepLM(StepLM):
-    """An n-gram model's stateful lookups: the state is the context. A batch of single-word
-    queries is one vectorised scoring call over short lines (``<s>``, the context, the word);
-    a V-wide distribution is the model's ``next_logprobs`` for each state."""
+    """An n-gram model's stateful lookups (``NgramLM``'s states: the state is the context, as
+    KenLM's). A batch of single-word queries is one lookup per order; advancing reuses them; a
+    V-wide distribution overwrites the backed-off unigrams with each context's stored n-grams."""
 
     def __init__(self, scorer: Scorer):
         super().__init__(scorer)
-        self.model = scorer.model
+        self.model: NgramLM = scorer.model
         self.to_model = scorer.to_model  # seqlm id -> the model's id
-        self.width = max(self.model.order - 1, 0)
+        self._cache: tuple | None = None  # (state, words, log p, next state) of the last query
 
     def start(self, batch_size: int = 1) -> NgramState:
-        return NgramState(
-            np.zeros((batch_size, self.width), np.int64), np.zeros(batch_size, np.int64)
-        )
+        return self.model.begin(batch_size, bos=True)
 
-    def _lines(self, state: NgramState, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One id stream of the lines ``context word </s>``, and the position of each word."""
-        eos = self.model.eos_id
-        parts, at, offset = [], [], 0
-        for ctx, n, w in zip(state.context, state.length, words):
-            line = [*ctx[self.width - n :].tolist(), int(w), eos]
-            parts.extend(line)
-            at.append(offset + n)
-            offset += len(line)
-        return np.asarray(parts, np.int64), np.asarray(at, np.int64)
+    def _extend(self, state: NgramState, tokens: torch.Tensor) -> tuple[np.ndarray, NgramState]:
+        words = self.to_model[tokens.cpu().numpy()]
+        cached = self._cache
+        if cached is not None and cached[0] is state and np.array_equal(cached[1], words):
+            return cached[2], cached[3]  # a decoder scores a word, then advances by it
+        lp, after = self.model.extend(state, words)
+        self._cache = (state, words, lp, after)
+        return lp, after
 
     def token_log_probs(self, state: NgramState, tokens: torch.Tensor) -> torch.Tensor:
-        words = self.to_model[tokens.numpy()]
-        stream, at = self._lines(state, words)
-        return torch.from_numpy(self.model.score_ids(stream)[at])
+        return torch.from_numpy(self._extend(state, tokens)[0])
 
     def next_log_probs(self, state: NgramState) -> torch.Tensor:
-        rows = [
-            self.model.next_logprobs(ctx[self.width - n :].tolist(), True)[self.to_model]
-            for ctx, n in zip(state.context, state.length)
-        ]
-        return torch.from_numpy(np.stack(rows))
+        return torch.from_numpy(self.model.distributions(state)[:, self.to_model])
 
     def advance(self, state: NgramState, tokens: torch.Tensor) -> NgramState:
-        if self.width == 0:
-            return state
-        words = self.to_model[tokens.numpy()]
-        context = np.concatenate([state.context[:, 1:], words[:, None]], 1)
-        return NgramState(context, np.minimum(state.length + 1, self.width))
+        return self._extend(state, tokens)[1]
 
     def select(self, state: NgramState, index: torch.Tensor) -> NgramState:
-        i = index.cpu().numpy()
-        return NgramState(state.context[i], state.length[i])
+        return state.select(index.cpu().numpy())
 
     def batch_size(self, state: NgramState) -> int:
-        return len(state.length)
+        return len(state)
 
     def concat(self, states: list[NgramState]) -> NgramState:
-        context = np.concatenate([s.context for s in states], 0)
-        return NgramState(context, np.concatenate([s.length for s in states]))
+        return NgramState.concat(states)
 
 
 def load(path: str | Path, arpa_unk: str | None = None) -> StepLM:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ngram import keys as trie
 from ngram.arpa import read_arpa, write_arpa
 from ngram.errors import NgramError
-from ngram.model import NgramLM
+from ngram.model import NgramLM, State
 
 LN10 = math.log(10)
 SMOOTHED = [
@@ -375,3 +375,92 @@ def test_package_never_imports_torch():
         "assert not {'torch', 'seqlm', 'pytorch_lightning'} & set(sys.modules), sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- states: what a decoder steps ----------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(
+    sents=corpora,
+    order=st.integers(1, 5),
+    which=st.integers(0, len(SMOOTHED)),
+    line=st.lists(st.integers(0, 8), max_size=7),
+)
+def test_states_agree_with_scoring_a_stream(sents, order, which, line):
+    """Stepping a sentence word by word gives ``score_ids``' numbers; a state's V-wide
+    distribution equals its single-word lookups; selecting and concatenating rows keep them."""
+    method, params = (SMOOTHED + [("stupid_backoff", {})])[which]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            m = NgramLM.fit(sents, order, method, **params)
+        except NgramError:
+            return
+    ids = [w % m.vocab_size for w in line if w % m.vocab_size != m.eos_id] + [m.eos_id]
+    state, stepped, states = m.begin(1), [], []
+    for w in ids:
+        states.append(state)
+        lp, state = m.extend(state, [w])
+        stepped.append(lp[0])
+    np.testing.assert_allclose(stepped, m.score_ids(np.array(ids)), rtol=1e-12)
+    batch = State.concat(states).select(np.arange(len(states))[::-1])
+    wide = m.distributions(batch)
+    every = np.stack(
+        [m.word_logprobs(batch, np.full(len(batch), w)) for w in range(m.vocab_size)], 1
+    )
+    np.testing.assert_allclose(wide, every, rtol=1e-12)
+    np.testing.assert_allclose(wide[::-1][np.arange(len(ids)), ids], stepped, rtol=1e-12)
+
+
+def test_a_short_context_uses_the_lower_orders():
+    """Mid-sentence, a context shorter than order - 1 is what the lower orders see: no padding
+    (the old behaviour padded it with <unk>, so an MLE trigram's distribution after one word
+    summed to 0)."""
+    sents = [s.split() for s in TEXT]
+    tri = NgramLM.fit(sents, 3, "mle")
+    bi = NgramLM.fit(sents, 2, "mle")
+    the = tri.stoi["the"]
+    np.testing.assert_allclose(
+        tri.next_logprobs([the], at_start=False), bi.next_logprobs([the], at_start=False)
+    )
+    assert np.exp(tri.next_logprobs([the], at_start=False)).sum() == pytest.approx(1.0)
+    kn = NgramLM.fit(sents, 3, "modified_kn", discount_fallback=[0.5, 1.0, 1.5])
+    np.testing.assert_allclose(kn.next_logprobs([], at_start=False), kn.logp[0][: kn.vocab_size])
+
+
+def test_stupid_backoff_keeps_its_factor_for_an_unseen_context():
+    """S(w | h) = 0.4 S(w | h') whenever h w was not seen, h seen or not (Brants et al.)."""
+    m = NgramLM.fit([["a", "b", "c"], ["a", "c"]], 3, "stupid_backoff")
+    # "c b" was never a context; S(c | c b) = 0.4 S(c | b) = 0.4 * c(b c)/c(b) = 0.4
+    assert m.logprob("c", ["c", "b"]) == pytest.approx(math.log(0.4))
+    # "b a" unseen and "a" seen: S(b | b a) = 0.4 S(b | a) = 0.4 * 1/2
+    assert m.logprob("b", ["b", "a"]) == pytest.approx(math.log(0.4 * 0.5))
+    # neither "c c" nor "c b" (as the word after c) seen: two factors, then c(b)/N, N = 7
+    assert m.logprob("b", ["c", "c"]) == pytest.approx(math.log(0.4 * 0.4 * 1 / 7))
+
+
+def test_score_is_kenlms_log10_sentence_score():
+    m = NgramLM.fit([s.split() for s in TEXT], 3, "witten_bell")
+    ids = [m.stoi[w] for w in ["the", "cat", "sat"]]
+    full = m.score_ids(np.array([*ids, m.eos_id])).sum() / LN10
+    assert m.score("the cat sat") == pytest.approx(full, rel=1e-12)
+    assert m.score("the cat sat", eos=False) == pytest.approx(
+        m.score_ids(np.array([*ids, m.eos_id]))[:-1].sum() / LN10, rel=1e-12
+    )
+    unk = m.score("the zebra", bos=False, eos=False)
+    assert unk == pytest.approx((m.logprob("the") + m.logprob("<unk>", ["the"])) / LN10, rel=1e-12)
+
+
+def test_orders_beyond_packed_keys_and_large_vocabularies_fit():
+    """Order 7 (beyond 63 bits for 1000 words with the old packed keys) and a 2^20-word
+    vocabulary at order 4 (B^4 > 2^63) fit and sum to one."""
+    rng = np.random.default_rng(0)
+    sents = [[f"w{i}" for i in rng.integers(0, 1000, 12)] for _ in range(200)]
+    m = NgramLM.fit(sents, 7, "modified_kn", discount_fallback=[0.5, 1.0, 1.5])
+    ctx = [m.stoi[w] for w in sents[0][:6]]
+    assert math.fsum(np.exp(m.next_logprobs(ctx))) == pytest.approx(1.0, abs=1e-9)
+    assert m.logprob(sents[0][6], ["<s>", *sents[0][:6]]) > math.log(0.5)  # the 7-gram is seen
+    itos = ["<unk>", "</s>"] + [f"v{i}" for i in range(1 << 20)]
+    ids = np.concatenate([rng.integers(2, len(itos), 40).reshape(4, 10), np.ones((4, 1), int)], 1)
+    big = NgramLM.fit_ids(ids.ravel(), itos, 4, "witten_bell")
+    assert big.base**4 > 2**63
+    assert math.fsum(np.exp(big.next_logprobs(ids[0, :3].tolist()))) == pytest.approx(1.0)

@@ -73,8 +73,8 @@ class NgramScorer(Scorer):
 
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         """log p(w | <s> prefix) for every seqlm id w."""
-        lp = self.model.next_logprobs(self.to_model[np.asarray(prefix, np.int64)].tolist(), True)
-        return lp[self.to_model]
+        state = self.model.state_after(self.to_model[np.asarray(prefix, np.int64)], bos=True)
+        return self.model.distributions(state)[0, self.to_model]
 
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -108,7 +108,7 @@ class NgramScorer(Scorer):
     def describe(self) -> dict[str, Any]:
         m = self.model
         return {
-            **ngram_description(m.smoothing, m.order, int(sum(len(k) for k in m.keys)), m.info),
+            **ngram_description(m.smoothing, m.order, [len(k) for k in m.keys], m.info),
             **data_description(
                 self.config.get("data", {}).get("name", ""), len(self.vocab), self.vocab.digest()
             ),
