@@ -82,10 +82,11 @@ def step_figures(lm, batch: int = 64, calls: int = 20) -> dict:
     state = lm.start(batch)
     tokens = torch.randint(2, lm.vocab_size, (batch,))
     state = lm.advance(state, tokens)
+    asked = [torch.randint(2, lm.vocab_size, (batch,)) for _ in range(calls)]  # a new batch a call
 
     def queries():
-        for _ in range(calls):
-            lm.token_log_probs(state, tokens)
+        for words in asked:
+            lm.token_log_probs(state, words)
 
     return {
         "queries_per_s": batch * calls / median_time(queries, 3),

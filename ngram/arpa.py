@@ -30,8 +30,12 @@ WRITE_BLOCK = 1 << 16  # n-grams formatted at once
 LN10 = math.log(10)
 
 
-def _fmt(x: float) -> str:
-    return "-99" if x == -math.inf else f"{x:.7g}"
+def _fmt(values: np.ndarray) -> list[str]:
+    """log10 values as ARPA writes them: 7 significant digits, ``-99`` for log10 0."""
+    out = list(map("{:.7g}".format, values.tolist()))
+    for i in np.flatnonzero(np.isneginf(values)):
+        out[i] = "-99"
+    return out
 
 
 def write_arpa(model: NgramLM, path: str | Path) -> None:
@@ -57,7 +61,7 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
             f.write(f"\n\\{k}-grams:\n")
             keys = model.keys[k - 1]
             for a in range(0, len(keys), WRITE_BLOCK):
-                f.writelines(_arpa_lines(model, k, keys[a : a + WRITE_BLOCK], a, names))
+                f.write(_arpa_lines(model, k, keys[a : a + WRITE_BLOCK], a, names))
                 if bar is not None:
                     bar.update(min(WRITE_BLOCK, len(keys) - a))
         f.write("\n\\end\\\n")
@@ -65,17 +69,18 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
         bar.close()
 
 
-def _arpa_lines(model: NgramLM, k: int, keys: np.ndarray, at: int, names: np.ndarray) -> list[str]:
+def _arpa_lines(model: NgramLM, k: int, keys: np.ndarray, at: int, names: np.ndarray) -> str:
+    """A block of ``\\k-grams:`` lines, formatted with C-level maps (a Python expression per
+    line would be most of the writing); a backoff weight of 1 (log 0) is left out."""
     words = names[trie.words_of(model.keys, k, model.base, keys)]
-    text = words[:, 0] if k == 1 else [" ".join(ws) for ws in words]
-    logp = (model.logp[k - 1][at : at + len(keys)] / LN10).tolist()
+    text = words[:, 0].tolist() if k == 1 else list(map(" ".join, words.tolist()))
+    logp = _fmt(model.logp[k - 1][at : at + len(keys)] / LN10)
     if k == model.order:
-        return [f"{_fmt(lp)}\t{t}\n" for lp, t in zip(logp, text)]
-    bow = (model.logbow[k - 1][at : at + len(keys)] / LN10).tolist()
-    return [
-        f"{_fmt(lp)}\t{t}\t{_fmt(b)}\n" if b != 0 else f"{_fmt(lp)}\t{t}\n"
-        for lp, t, b in zip(logp, text, bow)
-    ]
+        return "".join(map("{}\t{}\n".format, logp, text))
+    bow_values = model.logbow[k - 1][at : at + len(keys)] / LN10
+    bow = np.asarray(_fmt(bow_values), dtype=object)
+    bow[bow_values == 0] = ""
+    return "".join(map("{}\t{}\t{}\n".format, logp, text, bow.tolist())).replace("\t\n", "\n")
 
 
 def read_arpa(path: str | Path) -> NgramLM:

@@ -24,12 +24,13 @@ import numpy as np
 from ngram import keys as trie
 from ngram.errors import NgramError
 
-# Working memory per chunk position while counting is ~110 bytes (the padded chunk, its line
-# starts, owners, positions, one order's keys and the sort's copy, int64 each): chunks get a
-# ninth of the budget. The runs held before a spill get a tenth, because merging them takes
-# ~3x that. The rest is for the id stream and the counts merged so far.
+# Working memory per chunk position while counting is ~110 bytes (the chunk, its line
+# positions, contexts, one order's keys and the sort's copy, int64 each): chunks get a ninth of
+# the budget. The runs held before a spill get a thirtieth, because merging them takes ~3x that
+# (a spill of 200 MB at a budget of 2 GB). The rest is for the id stream and the counts merged
+# so far.
 BYTES_PER_POSITION = 1000
-HELD_SHARE = 10
+HELD_SHARE = 30
 MIN_CHUNK = 1 << 12
 MIN_BUDGET = BYTES_PER_POSITION * MIN_CHUNK  # 4 MB: below this no chunk fits
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -306,7 +307,7 @@ def count_ngrams(
                 for a, b, j in line_positions(ids, eos_id, size):
                     ok, key = _chunk_keys(ids, a, b, j, k, base, bos_id, prev_nodes)
                     node = np.full(b - a, -1, dtype=np.int64)
-                    node[ok] = np.searchsorted(table[0], key)
+                    node[ok] = trie.lookup(table[0], key)[0]
                     node.tofile(f)
                     if bar is not None:
                         bar.update(1)

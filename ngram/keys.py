@@ -38,11 +38,22 @@ def check_contexts(n_contexts: int, base: int, order: int) -> None:
         )
 
 
+SORTED_LOOKUP = 1 << 15  # from this many keys, sort them first
+
+
 def lookup(table: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index, found) of each key in a sorted table."""
+    """(index, found) of each key in a sorted table. Many keys are looked up in sorted order:
+    a binary search of sorted keys walks the table's memory in order, and on tables larger than
+    the cache that is ~7x faster than random order, the sort included."""
     if not len(table):
         return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
-    idx = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+    if len(keys) >= SORTED_LOOKUP and len(table) >= SORTED_LOOKUP:
+        order = np.argsort(keys, kind="stable")
+        idx = np.empty(len(keys), dtype=np.int64)
+        idx[order] = np.searchsorted(table, keys[order])
+    else:
+        idx = np.searchsorted(table, keys)
+    np.minimum(idx, len(table) - 1, out=idx)
     return idx, table[idx] == keys
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils._pytree import tree_map
 
@@ -144,35 +143,27 @@ class NetworkStepLM(StepLM):
 
 class NgramStepLM(StepLM):
     """An n-gram model's stateful lookups (``NgramLM``'s states: the state is the context, as
-    KenLM's). A batch of single-word queries is one lookup per order; advancing reuses them; a
+    KenLM's). A batch of single-word queries is one lookup per order, and so is advancing; a
     V-wide distribution overwrites the backed-off unigrams with each context's stored n-grams."""
 
     def __init__(self, scorer: Scorer):
         super().__init__(scorer)
         self.model: NgramLM = scorer.model
         self.to_model = scorer.to_model  # seqlm id -> the model's id
-        self._cache: tuple | None = None  # (state, words, log p, next state) of the last query
 
     def start(self, batch_size: int = 1) -> NgramState:
         return self.model.begin(batch_size, bos=True)
 
-    def _extend(self, state: NgramState, tokens: torch.Tensor) -> tuple[np.ndarray, NgramState]:
-        words = self.to_model[tokens.cpu().numpy()]
-        cached = self._cache
-        if cached is not None and cached[0] is state and np.array_equal(cached[1], words):
-            return cached[2], cached[3]  # a decoder scores a word, then advances by it
-        lp, after = self.model.extend(state, words)
-        self._cache = (state, words, lp, after)
-        return lp, after
-
     def token_log_probs(self, state: NgramState, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._extend(state, tokens)[0])
+        return torch.from_numpy(
+            self.model.word_logprobs(state, self.to_model[tokens.cpu().numpy()])
+        )
 
     def next_log_probs(self, state: NgramState) -> torch.Tensor:
         return torch.from_numpy(self.model.distributions(state)[:, self.to_model])
 
     def advance(self, state: NgramState, tokens: torch.Tensor) -> NgramState:
-        return self._extend(state, tokens)[1]
+        return self.model.advance(state, self.to_model[tokens.cpu().numpy()])
 
     def select(self, state: NgramState, index: torch.Tensor) -> NgramState:
         return state.select(index.cpu().numpy())
