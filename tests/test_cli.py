@@ -163,7 +163,8 @@ def test_cli_score_generate_fill(cli_run):
     [
         (
             ["train", "model=lstmm"],
-            "model='lstmm' is not one of birnn, deep_rnn, gru, kn2, kn3, lstm, ngram, rnn",
+            "model='lstmm' is not one of birnn, deep_rnn, gru, kn2, kn3, kn4, kn5, lstm, ngram, "
+            "rnn",
         ),
         (["train", "-m", "data=agreement,ptbb"], "data='ptbb' is not one of"),
         pytest.param(
