@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
+from pathlib import Path
 
 from seqlm.commands import COMMANDS, POSITIONAL
 from seqlm.conf import choices, is_group, preset_target
 from seqlm.errors import SeqlmError
+from seqlm.overrides import check, quoted
 from seqlm.quiet import silence_known_notices
 from seqlm.training.launch import COMMAND_ENV, worker_argv
-
-USAGE = (
-    f"usage: python -m seqlm {{{','.join(COMMANDS)}}} [key=value ...] [-m]\n"
-    "       python -m seqlm {compare,gradients,mix} RUN_DIR... [key=value ...]"
-)
 
 
 def check_group_choices(args: list[str]) -> None:
@@ -66,6 +64,31 @@ def user_error(exc: BaseException | None) -> SeqlmError | None:
     return None
 
 
+LEFT_BY_A_FAILED_RUN = {"__main__.log", ".hydra", "config.yaml", "vocab.json"}
+
+
+def new_run_dir() -> Path | None:
+    """Hydra's output directory if it was made for this command (nothing in it but what Hydra
+    just wrote, and not the current directory), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if run_dir.resolve() == Path.cwd().resolve() or not run_dir.is_dir():
+        return None
+    return run_dir if {p.name for p in run_dir.iterdir()} <= {"__main__.log", ".hydra"} else None
+
+
+def discard(run_dir: Path) -> None:
+    """Remove the directory of a command that failed before it produced anything: only what
+    such a run writes, and only if nothing else is there."""
+    entries = list(run_dir.iterdir())
+    if any(p.name not in LEFT_BY_A_FAILED_RUN for p in entries):
+        return
+    for p in entries:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.rmdir()
+
+
 def fail(message: str) -> None:
     print(f"seqlm: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -94,15 +117,24 @@ def hydra_overrides(command: str, args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = worker_argv(list(sys.argv[1:] if argv is None else argv), COMMANDS)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        from seqlm.help import overview
+
+        print(overview())
         return
     command, overrides = argv[0], hydra_overrides(argv[0], argv[1:])
     if command not in COMMANDS:
         fail(f"unknown command {command!r}; one of {', '.join(COMMANDS)} (python -m seqlm --help)")
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        from seqlm.help import page
+
+        print(page(command))
+        return
     debug = any(a in ("debug=true", "debug=True") for a in overrides)
     try:
         check_group_choices(overrides)
         check_network_options(overrides)
+        overrides = quoted(overrides)
+        check(command, overrides)
     except SeqlmError as e:
         fail(str(e))
 
@@ -113,12 +145,15 @@ def main(argv: list[str] | None = None) -> None:
 
     @hydra.main(config_path="pkg://seqlm.conf", config_name=command, version_base="1.3")
     def task(cfg):
+        run_dir = new_run_dir()
         try:
             return module.run(cfg)
         except Exception as e:
             err = user_error(e)
             if err is None or debug:
                 raise
+            if run_dir is not None:
+                discard(run_dir)
             fail(str(err))
 
     # Hydra reads the overrides from sys.argv. Lightning's DDP launcher re-runs this module

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from seqlm.commands.train import train
 from seqlm.conf import CONF_DIR as CONF
 from seqlm.conf import choices
 from seqlm.errors import SeqlmError
+from seqlm.overrides import quoted
 from seqlm.scorers import load_scorer
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -187,6 +190,23 @@ def test_cli_score_generate_fill(cli_run):
             marks=SLOW,
         ),
         (["compare", "nowhere"], "nowhere: no metrics.json"),
+        (
+            ["train", "model.hiden_size=10"],
+            "model.hiden_size: no such key; did you mean model.hidden_size?",
+        ),
+        (
+            ["train", "+model.hiden_size=10"],
+            "+model.hiden_size: seqlm.models.RecurrentLM takes no option 'hiden_size'; did you "
+            "mean model.hidden_size?",
+        ),
+        (
+            ["train", "model.hidden_size=abc"],
+            "model.hidden_size='abc': expected an integer (the default is 256)",
+        ),
+        (
+            ["train", "model=kn3", "model.orde=5"],
+            "model.orde: no such key; did you mean model.order?",
+        ),
         (["train", "model=kn3", "model.dropoute=0.1"], "model.dropoute=0.1: regularisers and"),
         (["train", "model=kn2", "+model.wdrop=0.5"], "model=kn2 is an n-gram model"),
         (["train", "model=ngram", "optim=nt_asgd"], "optim=nt_asgd: regularisers and NT-ASGD"),
@@ -203,6 +223,7 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("seqlm: error:") and message in lines[-1], r.stderr[-1500:]
     assert "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("outputs/*/*")), "a command that never ran left a run directory"
 
 
 @pytest.mark.parametrize(
@@ -249,6 +270,35 @@ def test_bad_input_about_a_run(cli_run):
         r = seqlm(*args, cwd=work)
         assert r.returncode == 2, (args, r.stderr[-1500:])
         assert message in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+
+
+def test_values_the_shell_unquoted_reach_the_command_as_typed():
+    """The shell eats the quotes of arpa_unk='<ptb-unk>'; Hydra's grammar cannot read
+    ``<ptb-unk>`` or ``宝玉道`` bare. They are quoted for it, and nothing else is touched."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = ["arpa_unk=<ptb-unk>", "prompt=宝玉道", "text=it's <here>", "model=lstm", "ckpt=[a,b]"]
+    fixed = quoted(args)
+    assert fixed[3:] == args[3:]
+    parsed = OverridesParser.create().parse_overrides(fixed[:3])
+    assert [o.value() for o in parsed] == ["<ptb-unk>", "宝玉道", "it's <here>"]
+    cfg = make_config("generate", ["ckpt=run", fixed[1]])
+    assert cfg.prompt == "宝玉道"
+
+
+def test_help_pages_list_the_commands_and_each_commands_keys_without_torch(tmp_path):
+    r = seqlm("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for command in ("train", "eval", "rescore", "mix"):
+        assert f"\n  {command} " in r.stdout
+    code = (
+        "import sys; from seqlm.__main__ import main; main(['eval', '--help']); "
+        "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "tokens_out: null" in r.stdout and "data: agreement" in r.stdout
+    assert "python -m seqlm eval ckpt=RUN_DIR" in r.stdout and "Hydra" not in r.stdout
 
 
 def test_debug_true_shows_the_traceback(tmp_path):

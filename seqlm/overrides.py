@@ -1,0 +1,169 @@
+"""The command line checked before anything runs: values quoted the way Hydra's grammar needs,
+unknown keys named with the closest known one, values of the wrong type refused. All of it
+before Hydra makes a run directory or any data is read; each mistake gets one line.
+
+A value that Hydra's override grammar cannot read unquoted (``arpa_unk=<ptb-unk>`` after the
+shell has eaten the quotes, ``prompt=宝玉道``) is quoted here, so that it reaches the command as the
+string the user typed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from seqlm.errors import SeqlmError
+
+SWEEP = ("-m", "--multirun")
+TYPED = (
+    "model.",
+    "data.",
+    "optim.",
+)  # seqlm's own options; Lightning checks its own (devices=auto)
+
+
+def _parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def quoted(args: list[str]) -> list[str]:
+    """Each ``key=value`` whose value Hydra's grammar rejects, with the value quoted as a
+    string; everything else as it was."""
+    from hydra.errors import HydraException
+
+    parser, out = _parser(), []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if arg.startswith("-") or not eq or value[:1] in ("'", '"', "[", "{"):
+            out.append(arg)
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except HydraException:
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            arg = f"{key}='{escaped}'"
+        out.append(arg)
+    return out
+
+
+def check(command: str, args: list[str]) -> None:
+    """Compose the config as Hydra will, and refuse in one line what would fail later: an
+    unknown key (with the closest known key), a key added with ``+`` that its target does not
+    take, a value whose type is not the default's. A sweep (``-m``) is checked with the first
+    value of each swept key."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    if any(a.startswith("-") and a not in SWEEP for a in args):
+        return  # --help, --cfg job, --info ...: Hydra's own flags, nothing is run
+    sweep = any(a in SWEEP for a in args)
+    plain = [_first_value(a) if sweep else a for a in args if a not in SWEEP]
+    plain = [a for a in plain if not a.startswith(("hydra.", "hydra/"))]
+    groups = [a for a in plain if "=" in a and "." not in a.partition("=")[0].lstrip("+~")]
+    with initialize_config_module("seqlm.conf", version_base="1.3"):
+        try:
+            base = compose(command, overrides=[g for g in groups if g[:1] not in "+~"])
+        except HydraException:
+            return  # a mistake in a group choice: the check of choices has its own message
+        try:
+            cfg = compose(command, overrides=plain)
+        except HydraException as e:
+            raise SeqlmError(_unknown_key(e, plain, base)) from None
+    for arg in plain:
+        key, eq, _ = arg.partition("=")
+        if not eq or key.startswith("~") or "." not in key.lstrip("+"):
+            continue
+        added = key.startswith("+")
+        key = key.lstrip("+")
+        if added:
+            _check_added(key, cfg, base)
+            continue
+        if not key.startswith(TYPED):
+            continue
+        default = OmegaConf.select(base, key, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        problem = _type_problem(default, value)
+        if problem:
+            raise SeqlmError(f"{key}={value!r}: {problem} (the default is {default!r})")
+
+
+def _first_value(arg: str) -> str:
+    """``key=a,b,c`` -> ``key=a`` (a sweep's first job); lists and quoted values kept."""
+    key, eq, value = arg.partition("=")
+    if not eq or value[:1] in ("[", "{", "'", '"') or "," not in value:
+        return arg
+    return f"{key}={value.split(',')[0]}"
+
+
+def _all_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    out = []
+    if isinstance(node, DictConfig):
+        for k in node:
+            full = f"{prefix}{k}"
+            out.append(full)
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                out.extend(_all_keys(child, full + "."))
+    return out
+
+
+def _suggest(key: str, base) -> str:
+    known = [k for k in _all_keys(base) if not k.startswith("hydra")]
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+def _unknown_key(error: Exception, args: list[str], base) -> str:
+    """One line for Hydra's "Could not override 'x.y'" (or "Could not append")."""
+    text = str(error)
+    for arg in args:
+        key = arg.partition("=")[0].lstrip("+~")
+        if f"'{key}'" in text or f"'{arg}'" in text:
+            return f"{key}: no such key{_suggest(key, base)}"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"the overrides do not compose: {first}"
+
+
+def _check_added(key: str, cfg, base) -> None:
+    """``+group.key=value``: the group's target must take ``key`` (or any keyword)."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else None
+    target = node.get("_target_") if node is not None and hasattr(node, "get") else None
+    if target is None:
+        return
+    try:
+        params = inspect.signature(get_object(str(target))).parameters
+    except (ValueError, TypeError, ImportError, AttributeError):
+        return
+    if name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    raise SeqlmError(f"+{key}: {target} takes no option {name!r}{_suggest(key, base)}")
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    """Why ``value`` cannot stand where the preset has ``default``, or None. Only plain numbers
+    and booleans are checked; ``null`` is always allowed, and a ``null`` default takes
+    anything."""
+    if value is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, int):
+        return (
+            None
+            if isinstance(value, int) and not isinstance(value, bool)
+            else "expected an integer"
+        )
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "expected a number"
+    return None
