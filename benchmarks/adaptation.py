@@ -96,6 +96,17 @@ def main() -> None:
     )
 
     lines = [
+        "# Test-time methods, stacked",
+        "",
+        "Better perplexity from models you already have. Each row is a seqlm command:",
+        "`eval cache.size=N cache.search=true` (a neural cache, Grave et al. 2017: the next word",
+        "is also predicted from the recent hidden states it followed), `eval dynamic.lr=X",
+        "dynamic.search=true` (dynamic evaluation, Krause et al. 2018: a gradient step on each",
+        "window after it is scored), `mix` with an n-gram run (linear interpolation, weights by EM",
+        "on valid), and all three. Every setting is tuned on the validation split and frozen for",
+        "the test split. Made by `python benchmarks/adaptation.py --net RUN --ngram RUN`; the wall",
+        "time is each call's, Python's and torch's start-up left out.",
+        "",
         f"network: `{args.net}`; n-gram: `{args.ngram}`; {time.strftime('%Y-%m-%d')}",
         "",
         "| method | val ppl | test ppl | change (test) | wall time (s) | tuned on valid |",

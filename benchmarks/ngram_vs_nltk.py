@@ -188,7 +188,7 @@ def main() -> None:
         f"\n* nltk scored the first {args.nltk_slice} test n-grams; its time is extrapolated to "
         "all 82,430. The two libraries pad differently (nltk: n-1 <s> and n-1 </s>), so even "
         "on the same tokens their figures differ a little; nltk's Witten-Bell and KN also "
-        "differ by design (see README)."
+        "differ by design (docs/ngram.md)."
     )
 
 
