@@ -43,6 +43,9 @@ class Cache:
     theta: float
     lam: float
 
+    def __str__(self) -> str:  # in the config's names
+        return f"cache.size={self.size} cache.theta={self.theta:g} cache.lambda={self.lam:g}"
+
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
             raise SeqlmError(f"cache.size={self.size!r} must be a positive integer")
@@ -61,6 +64,9 @@ class Dynamic:
     decay: float = 0.0  # pull toward the trained weights per step, in [0, 1)
     eps: float = 1e-8
     beta: float = 0.99  # rms: the running mean of g² forgets at this rate
+
+    def __str__(self) -> str:  # in the config's names
+        return f"dynamic.lr={self.lr:g} dynamic.method={self.method} dynamic.decay={self.decay:g}"
 
     def __post_init__(self):
         if not self.lr >= 0:
@@ -190,7 +196,9 @@ def tune(
 ) -> tuple[Cache | None, Dynamic | None, list[dict]]:
     """The settings with the lowest validation loss over a small grid (the cache's theta and
     lambda, dynamic evaluation's learning rate), searched one method after the other; the
-    settings not searched stay as given. Returns them and every point tried."""
+    settings not searched stay as given. Each grid includes the method switched off (lr 0,
+    lambda 0), so a search never ends worse on valid than the model without it. Returns the
+    settings and every point tried, in order (the first: the base)."""
     tried: list[dict] = []
 
     def loss(c, d) -> float:
@@ -199,13 +207,14 @@ def tune(
         return value
 
     if search_dynamic and dynamic is not None:
+        rates = (0.0, *DYNAMIC_GRID[dynamic.method])  # lr 0: no dynamic evaluation
         dynamic = min(
-            (Dynamic(lr, dynamic.method, dynamic.decay) for lr in DYNAMIC_GRID[dynamic.method]),
+            (Dynamic(lr, dynamic.method, dynamic.decay) for lr in rates),
             key=lambda d: loss(None, d),
         )
     if search_cache and cache is not None:
-        cache = min(
-            (Cache(cache.size, th, lam) for th in CACHE_GRID["theta"] for lam in CACHE_GRID["lam"]),
-            key=lambda c: loss(c, dynamic),
-        )
+        thetas, lams = CACHE_GRID["theta"], CACHE_GRID["lam"]
+        grid = [Cache(cache.size, thetas[0], 0.0)]  # lambda 0: no cache
+        grid += [Cache(cache.size, th, lam) for th in thetas for lam in lams]
+        cache = min(grid, key=lambda c: loss(c, dynamic))
     return cache, dynamic, tried

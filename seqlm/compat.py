@@ -7,9 +7,10 @@ function here is the only code to change, and tests/test_compat.py says so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # torch is not imported for the commands that need none of it
+    from torch import nn
 
 
 def flat_weight_names(rnn: nn.RNNBase) -> list[str]:

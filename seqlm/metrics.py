@@ -6,23 +6,19 @@ torchmetrics all-reduces across DDP ranks; ratios and ``exp`` are taken once, at
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchmetrics import Metric
 
+from seqlm.summary import BUCKETS, MAX_DISTANCE, agreement_summary, bucket_name, summarize
 
-def summarize(nll_sum: float, tokens: int, split: str, pseudo: bool = False) -> dict[str, float]:
-    """``{split}/loss`` (nats/token), ``/ppl`` (``/pseudo_ppl`` for the cloze model), ``/bits``
-    (bits/token), ``/tokens``, as ``docs/evaluation.md`` defines them; every family uses it."""
-    loss = nll_sum / tokens if tokens else float("nan")
-    ppl = math.exp(loss) if loss < 709 else float("inf")
-    return {
-        f"{split}/loss": loss,
-        f"{split}/{'pseudo_ppl' if pseudo else 'ppl'}": ppl,
-        f"{split}/bits": loss / math.log(2),
-        f"{split}/tokens": int(tokens),
-    }
+__all__ = [
+    "BUCKETS",
+    "AgreementAccuracy",
+    "Perplexity",
+    "agreement_summary",
+    "bucket_name",
+    "summarize",
+]
 
 
 class Perplexity(Metric):
@@ -53,7 +49,7 @@ class AgreementAccuracy(Metric):
 
     full_state_update = False
 
-    def __init__(self, max_distance: int = 100, **kwargs):
+    def __init__(self, max_distance: int = MAX_DISTANCE, **kwargs):
         super().__init__(**kwargs)
         self.max_distance = max_distance
         zeros = torch.zeros(max_distance + 1, dtype=torch.int64)
@@ -70,33 +66,3 @@ class AgreementAccuracy(Metric):
         """distance -> (correct, total) for the distances that occurred, over all ranks."""
         c, t = self.correct.tolist(), self.total.tolist()
         return {d: (c[d], t[d]) for d in range(len(t)) if t[d]}
-
-
-BUCKETS = ((1, 1), (2, 5), (6, 10), (11, 15), (16, 20), (21, 30), (31, 40), (41, 50), (51, None))
-
-
-def bucket_name(lo: int, hi: int | None) -> str:
-    """``d1``, ``d2-5``, ..., ``d51+``: the key suffix of a distance bucket."""
-    return f"d{lo}" if lo == hi else f"d{lo}+" if hi is None else f"d{lo}-{hi}"
-
-
-def agreement_summary(
-    by_distance: dict[int, tuple[int, int]], split: str, far: int = 5
-) -> dict[str, float]:
-    """Overall accuracy, accuracy at distance >= ``far``, and accuracy per distance bucket
-    (``{split}/agreement_d2-5``, ...; buckets with no event are left out)."""
-
-    def acc(items):
-        items = list(items)
-        total = sum(t for _, t in items)
-        return sum(c for c, _ in items) / total if total else float("nan")
-
-    out = {
-        f"{split}/agreement": acc(by_distance.values()),
-        f"{split}/agreement_far": acc(v for d, v in by_distance.items() if d >= far),
-    }
-    for lo, hi in BUCKETS:
-        inside = [v for d, v in by_distance.items() if lo <= d and (hi is None or d <= hi)]
-        if inside:
-            out[f"{split}/agreement_{bucket_name(lo, hi)}"] = acc(inside)
-    return out

@@ -136,6 +136,8 @@ def _check_added(key: str, cfg, base) -> None:
     from omegaconf import OmegaConf
 
     parent, _, name = key.rpartition(".")
+    if name.startswith("_"):
+        return  # Hydra's own (_target_, _partial_, ...)
     node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else None
     target = node.get("_target_") if node is not None and hasattr(node, "get") else None
     if target is None:

@@ -91,6 +91,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 def wandb_runs(loggers: list) -> list:
     """The W&B run objects among ``loggers`` (created on first use, rank 0 only)."""
+    if not loggers:
+        return []  # no logger: Lightning need not be imported to know it
     from pytorch_lightning.loggers import WandbLogger
 
     return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]

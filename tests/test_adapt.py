@@ -105,8 +105,9 @@ def test_eval_tunes_on_valid_and_keeps_the_keys(runs):
         make_config("eval", [f"ckpt={runs / 'lstm'}", "cache.size=100", "cache.search=true"])
     )
     assert tuned["test/tokens"] == plain["test/tokens"] and "test/ppl" in tuned
-    assert tuned["val/loss"] <= plain["val/loss"] + 1e-6  # lambda 0 is not in the grid, but
-    assert tuned["adapt/cache_size"] == 100  # the grid's best beats or ties the base here
+    assert tuned["val/loss"] <= plain["val/loss"] + 1e-12  # lambda 0 is in the grid: never worse
+    assert tuned["adapt/base_val_ppl"] == pytest.approx(plain["val/ppl"], rel=1e-9)
+    assert tuned["adapt/cache_size"] == 100
     again = eval_cmd.run(
         make_config(
             "eval",
@@ -119,6 +120,20 @@ def test_eval_tunes_on_valid_and_keeps_the_keys(runs):
         )
     )
     assert again["test/ppl"] == pytest.approx(tuned["test/ppl"], rel=1e-12)  # frozen for test
+
+
+def test_a_search_starts_from_the_methods_switched_off(net, ids):
+    """The first point of each grid is the base (lr 0, lambda 0), so the tuned validation loss
+    is never above the model's own, and the printout speaks the config's names."""
+    from seqlm.adapt import tune
+
+    cache, dynamic, tried = tune(net, ids, 3, 7, Cache(20, 0.3, 0.1), Dynamic(0.1), True, True)
+    base = -float(adapted_logprobs(net, ids, 3, 7).mean())
+    assert tried[0]["val/loss"] == pytest.approx(base, rel=1e-12)
+    assert tried[0]["dynamic"].lr == 0.0 and any(t["cache"] and t["cache"].lam == 0 for t in tried)
+    assert min(t["val/loss"] for t in tried) <= base
+    assert str(cache).startswith("cache.size=20 cache.theta=") and "cache.lambda=" in str(cache)
+    assert str(dynamic).startswith("dynamic.lr=")
 
 
 @pytest.mark.parametrize(

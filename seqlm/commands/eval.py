@@ -8,18 +8,18 @@ tune their settings on the validation split and apply them, frozen, to the test 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from seqlm.adapt import Cache, Dynamic
 from seqlm.errors import SeqlmError
-from seqlm.metrics import summarize
 from seqlm.rundir import summary_table, write_metrics
 from seqlm.schema import STAGE_OF
 from seqlm.scorers import Scorer, load_scorer, on_data
+from seqlm.summary import summarize
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -47,9 +47,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def adaptation(cfg: DictConfig) -> tuple[Cache | None, Dynamic | None]:
-    """The cache and dynamic-evaluation settings asked for (``None``: off)."""
+def adaptation(cfg: DictConfig) -> tuple[Any, Any]:
+    """The ``Cache`` and ``Dynamic`` settings asked for (``None``: off; ``seqlm.adapt``, which
+    needs torch, is imported only then)."""
     c, d = cfg.get("cache") or {}, cfg.get("dynamic") or {}
+    if not (c.get("size") or c.get("search") or d.get("lr") or d.get("search")):
+        return None, None
+    from seqlm.adapt import Cache, Dynamic
+
     cache = None
     if c.get("size") or c.get("search"):
         cache = Cache(c.get("size") or 0, float(c.get("theta")), float(c.get("lambda")))
@@ -68,12 +73,20 @@ def adapted_evaluation(scorer: Scorer, data, splits, cache, dynamic, cfg):
         cache, dynamic, tried = scorer.tune_adaptation(
             data.ids["valid"], rows, window, cache, dynamic, *search
         )
-        print(f"tuned on valid over {len(tried)} settings: cache {cache}, dynamic {dynamic}")
+        best = min(t["val/loss"] for t in tried)
+        chosen = " ".join(str(x) for x in (cache, dynamic) if x is not None)
+        base = math.exp(tried[0]["val/loss"])  # the searched methods off (lr 0, lambda 0)
+        print(
+            f"tuned on valid over {len(tried)} settings, the searched methods off among them: "
+            f"{chosen}; val ppl {math.exp(best):.2f} against {base:.2f} without them"
+        )
     metrics: dict[str, Any] = {}
     lps = {}
     for split in splits:
         lps[split] = scorer.adapted_logprobs(data.ids[split], rows, window, cache, dynamic)
         metrics.update(summarize(float(-lps[split].sum()), len(lps[split]), STAGE_OF[split]))
+    if any(search):
+        metrics["adapt/base_val_ppl"] = base
     if cache is not None:
         metrics.update({"adapt/cache_size": cache.size, "adapt/cache_theta": cache.theta})
         metrics["adapt/cache_lambda"] = cache.lam

@@ -93,7 +93,7 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Count on the train split, evaluate val and test, write model.npz (+ model.arpa unless
     ``model.write_arpa=false``: the npz is the exact format, the ARPA file an export)."""
     started = time.perf_counter()
-    data = prepared_data(cfg.data, "stream", run_dir)
+    data = prepared_data(cfg.data, "stream", run_dir, loaders=False)
     container = OmegaConf.to_container(cfg, resolve=True)
     fit_options = {k: v for k, v in container["model"].items() if k != "write_arpa"}
     scorer = fit_ngram(build("model", fit_options, _convert_="all"), data, container)

@@ -165,7 +165,8 @@ def on_data(scorer: Scorer, data_cfg: Any = None) -> tuple[LMData, Scorer]:
 
     if data_cfg is None and "data" not in scorer.config:
         raise SeqlmError(f"ckpt={str(scorer.path)!r} carries no data config; give data=NAME")
-    data = prepared_data(data_cfg if data_cfg is not None else scorer.config["data"], scorer.layout)
+    node = data_cfg if data_cfg is not None else scorer.config["data"]
+    data = prepared_data(node, scorer.layout, loaders=scorer.family != "ngram")
     return data, scorer.for_data(data)
 
 

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from ngram import NgramError, NgramLM, read_arpa, write_arpa
 from seqlm.data.vocab import EOS, UNK, Vocab
 from seqlm.errors import SeqlmError
-from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
 from seqlm.schema import STAGE_OF, data_description, ngram_description
 from seqlm.scorers import Scorer
+from seqlm.summary import agreement_counts, agreement_summary, summarize
 
 
 class NgramScorer(Scorer):
@@ -85,9 +84,7 @@ class NgramScorer(Scorer):
                 out[f"{stage}/score"] = float(lp.sum())  # stupid backoff: no perplexity
                 out[f"{stage}/tokens"] = len(ids)
                 continue
-            ppl = Perplexity()
-            ppl.update(torch.from_numpy(-lp))
-            out.update(summarize(*ppl.compute(), stage))
+            out.update(summarize(float(-lp.sum()), len(lp), stage))
             out.update(self._agreement(data, split, stage, ids, lp))
         return {**out, **data.info()}
 
@@ -100,9 +97,7 @@ class NgramScorer(Scorer):
         swapped = ids.astype(np.int64).copy()
         swapped[at] = extras["wrong"][at]
         wrong_lp = self.token_logprobs(swapped)[at]
-        acc = AgreementAccuracy()
-        acc.update(torch.from_numpy(lp[at] > wrong_lp), torch.from_numpy(extras["distance"][at]))
-        by_d = acc.compute()
+        by_d = agreement_counts(lp[at] > wrong_lp, extras["distance"][at])
         return {**agreement_summary(by_d, stage), f"{stage}/agreement_by_distance": by_d}
 
     def describe(self) -> dict[str, Any]:

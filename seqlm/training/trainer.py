@@ -16,10 +16,10 @@ from pytorch_lightning.callbacks import (
 )
 
 from seqlm.build import build
-from seqlm.rundir import History
 from seqlm.tracking import make_loggers
 from seqlm.training.averaging import NTASGD
 from seqlm.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
+from seqlm.training.history import History
 from seqlm.training.resume import ExactResume
 
 PROGRESS_EVERY = 10  # training steps per redraw of the progress bar
