@@ -406,12 +406,14 @@ class NgramLM:
         node[ok[hit]] = idx[hit]
         return node
 
-    def _combine(self, words, ext, ctx, avail) -> np.ndarray:
+    def _combine(self, words, ext, ctx, avail, lengths: bool = False):
         """log p(word | context) from the lookups of ``_extend``: the longest stored n-gram
         ``context + word``, plus the backoff weight of each longer context (up to ``avail``,
-        the context's length, at most N-1) that missed."""
+        the context's length, at most N-1) that missed. ``lengths``: also that n-gram's
+        length (KenLM's ``ngram_length``; 0 where an additive model spread its mass)."""
         if self._uniform is not None:
-            return self._combine_uniform(ext, ctx, avail)
+            out, matched = self._combine_uniform(ext, ctx, avail)
+            return (out, matched) if lengths else out
         out = np.empty(len(words))
         matched = np.zeros(len(words), dtype=np.int64)
         for k in range(self.order, 0, -1):
@@ -422,7 +424,7 @@ class NgramLM:
         for j in range(1, self.order):
             use = np.flatnonzero((j >= matched) & (j <= avail))
             out[use] += self._bows(j, ctx[use, j - 1])
-        return out
+        return (out, matched) if lengths else out
 
     def _bows(self, j: int, nodes: np.ndarray) -> np.ndarray:
         """Log backoff weights of the length-j contexts ``nodes``; a context never stored has
@@ -436,13 +438,15 @@ class NgramLM:
         """Additive and MLE: the stored estimate for the whole context, else its context's
         left-over mass spread uniformly (1/V for a context never seen; 0 for MLE)."""
         out = np.empty(len(avail))
+        matched = np.zeros(len(avail), dtype=np.int64)
         for a in np.unique(avail):
             rows = np.flatnonzero(avail == a)
             e = ext[a][rows]
             out[rows] = self._spread(a, ctx, rows)
             hit = np.flatnonzero(e >= 0)
             out[rows[hit]] = self.logp[a][e[hit]]
-        return out
+            matched[rows[hit]] = a + 1
+        return out, matched
 
     def _spread(self, a: int, ctx: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """log of the uniform share after contexts of length ``a`` (additive and MLE)."""
@@ -465,16 +469,28 @@ class NgramLM:
         ids = np.asarray(ids)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise NgramError(f"ids outside the vocabulary 0..{self.vocab_size - 1}")
+        return np.concatenate([self._score_block(b) for b in self._line_blocks(ids)])
+
+    def ngram_lengths(self, ids: np.ndarray) -> np.ndarray:
+        """For every token of an id stream (as ``score_ids`` reads it), the length of the
+        stored n-gram its probability came from (KenLM's ``ngram_length``)."""
+        ids = np.asarray(ids)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise NgramError(f"ids outside the vocabulary 0..{self.vocab_size - 1}")
+        return np.concatenate([self._score_block(b, True)[1] for b in self._line_blocks(ids)])
+
+    def _line_blocks(self, ids: np.ndarray) -> list[np.ndarray]:
+        """The stream cut at line ends into blocks of about ``SCORE_BLOCK`` tokens."""
         if len(ids) <= SCORE_BLOCK:
-            return self._score_block(ids)
+            return [ids]
         line_ends = np.flatnonzero(ids == self.eos_id) + 1
         wanted = np.arange(SCORE_BLOCK, len(ids), SCORE_BLOCK)
         at = np.searchsorted(line_ends, wanted)  # the first line end at or after each
         cuts = np.unique(line_ends[at[at < len(line_ends)]])
         bounds = [0, *cuts[cuts < len(ids)].tolist(), len(ids)]
-        return np.concatenate([self._score_block(ids[a:b]) for a, b in zip(bounds, bounds[1:])])
+        return [ids[a:b] for a, b in zip(bounds, bounds[1:])]
 
-    def _score_block(self, ids: np.ndarray) -> np.ndarray:
+    def _score_block(self, ids: np.ndarray, lengths: bool = False):
         ids = np.asarray(ids, dtype=np.int64)
         stream, line_start = counting.pad_sentences(ids, self.eos_id, self.bos_id)
         depth = np.arange(len(stream)) - line_start  # tokens before each in its line, <s> too
@@ -487,7 +503,8 @@ class NgramLM:
         pos = np.flatnonzero(stream != self.bos_id)[: len(ids)]
         ext = [n[pos] for n in nodes]
         ctx = np.stack([n[pos - 1] for n in nodes[: self.order - 1]], 1) if self.order > 1 else None
-        return self._combine(stream[pos], ext, ctx, np.minimum(depth[pos], self.order - 1))
+        avail = np.minimum(depth[pos], self.order - 1)
+        return self._combine(stream[pos], ext, ctx, avail, lengths)
 
     # -- states: what a decoder steps ----------------------------------------------------------
     def begin(self, n: int = 1, bos: bool = True) -> State:

@@ -141,6 +141,17 @@ def test_cli_score_generate_fill(cli_run):
     assert r.returncode == 0 and r.stdout.count("the dogs") == 2
     again = seqlm("generate", f"ckpt={run}", "prompt=the dogs", "num_samples=2", "seed=3", cwd=work)
     assert again.stdout == r.stdout  # seeded
+    to_file = seqlm(
+        "generate",
+        f"ckpt={run}",
+        "prompt=the dogs",
+        "num_samples=2",
+        "seed=3",
+        "out=s.txt",
+        cwd=work,
+    )
+    assert to_file.returncode == 0 and "2 samples written to s.txt" in to_file.stdout
+    assert (work / "s.txt").read_text() == r.stdout  # the same samples, one a line
     r = seqlm("fill", f"ckpt={run}", "text=the dogs ___ the cat", "top_k=3", cwd=work)
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3
     printed = [

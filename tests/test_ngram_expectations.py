@@ -256,3 +256,31 @@ def test_kenlm_test_arpa_agrees_with_the_kenlm_module(kenlm_test_model):
             for eos in (True, False):
                 expect = ken.score(sentence, bos=bos, eos=eos)
                 assert m.score(sentence, bos=bos, eos=eos) == pytest.approx(expect, abs=1e-4)
+
+
+def test_score_prints_what_kenlms_query_prints(tmp_path, capsys):
+    """``score log10=true tokens=true`` of an ARPA file: every token's log10 probability and
+    n-gram length, as ``kenlm.Model.full_scores`` (what KenLM's ``query`` prints) gives them."""
+    kenlm = pytest.importorskip("kenlm", reason="the kenlm module did not install here")
+    from conftest import make_config
+
+    from seqlm.commands import score
+
+    sentences = ["looking on a little more loin", "also would consider higher looking", "foo bar"]
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
+    score.run(
+        make_config(
+            "score",
+            [f"ckpt={KENLM_ARPA}", f"input={tmp_path / 'in.txt'}", "log10=true", "tokens=true"],
+        )
+    )
+    printed = capsys.readouterr().out.split("\n\n")[1].strip().splitlines()[1:]
+    ken = kenlm.Model(str(KENLM_ARPA))
+    expected = [
+        (n, lp, length) for n, s in enumerate(sentences, 1) for lp, length, _ in ken.full_scores(s)
+    ]
+    assert len(printed) == len(expected)
+    for row, (n, lp, length) in zip(printed, expected):
+        line, _, _, ours, ours_length = row.split("\t")
+        assert int(line) == n and int(ours_length) == length
+        assert float(ours) == pytest.approx(lp, abs=1e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig
 
@@ -61,5 +63,12 @@ def run(cfg: DictConfig) -> list[str]:
         )
         text = scorer.join([*words, *scorer.vocab.decode(i for i in ids if i != Vocab.eos_id)])
         texts.append(text.strip())
-        print(texts[-1])
+        if not cfg.get("out"):
+            print(texts[-1])
+    if cfg.get("out"):
+        path = Path(cfg.out).expanduser()
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        tmp.replace(path)  # whole or not at all
+        print(f"{len(texts)} samples written to {path}")
     return texts

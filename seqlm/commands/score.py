@@ -1,11 +1,15 @@
-"""``score ckpt=RUN_DIR input=FILE``: n-best rescoring. Each line gets its log-probability
-(natural log, ``<eos>`` included), its per-token perplexity, and its rank (best first)."""
+"""``score ckpt=RUN_DIR input=FILE``: rank sentences by the LM alone. Each line gets its
+log-probability (natural log, ``<eos>`` included; ``log10=true``: log10, KenLM's unit), its
+per-token perplexity, and its rank (best first). ``tokens=true`` adds every token's
+log-probability, one a line, as KenLM's ``query`` prints them (for an n-gram model with the
+length of the n-gram it came from)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig
 
 from seqlm.data.corpora import read_text, split_lines
@@ -28,14 +32,35 @@ def run(cfg: DictConfig) -> list[dict]:
         for i, (lp, w, text) in enumerate(zip(lps, lines, raw))
     ]
     rows.sort(key=lambda r: -r["logprob"])
-    kind = "pseudo_logprob" if scorer.pseudo else "logprob"
+    unit = 1 / math.log(10) if cfg.get("log10") else 1.0
+    kind = ("pseudo_" if scorer.pseudo else "") + ("log10prob" if cfg.get("log10") else "logprob")
     out = [f"rank\tline\t{kind}\tppl\toov\ttext"]
     out += [
-        f"{r}\t{x['line']}\t{x['logprob']:.4f}\t{x['ppl']:.2f}\t{x['oov']}\t{x['text']}"
+        f"{r}\t{x['line']}\t{x['logprob'] * unit:.4f}\t{x['ppl']:.2f}\t{x['oov']}\t{x['text']}"
         for r, x in enumerate(rows, 1)
     ]
+    if cfg.get("tokens"):
+        out += ["", *token_lines(scorer, lines, kind, unit)]
     if cfg.get("output"):
         Path(cfg.output).write_text("\n".join(out) + "\n", encoding="utf-8")
     else:
         print("\n".join(out))
     return rows
+
+
+def token_lines(scorer, lines: list[list[str]], kind: str, unit: float) -> list[str]:
+    """``line  position  token  log-prob  ngram_length`` for every token and each line's
+    ``</s>``, in input order; the n-gram length is ``-`` for a network."""
+    encoded = [scorer.vocab.encode(w) for w in lines]
+    per_line = scorer.line_token_logprobs(encoded)
+    lengths = None
+    if scorer.family == "ngram":
+        flat = np.asarray([i for ln in encoded for i in [*ln, scorer.vocab.eos_id]], np.int64)
+        ends = np.cumsum([len(ln) + 1 for ln in encoded])[:-1]
+        lengths = np.split(scorer.model.ngram_lengths(scorer.to_model[flat]), ends)
+    out = [f"line\tposition\ttoken\t{kind}\tngram_length"]
+    for n, (words, lps) in enumerate(zip(lines, per_line), 1):
+        for i, (w, lp) in enumerate(zip([*words, "</s>"], lps)):
+            length = "-" if lengths is None else str(int(lengths[n - 1][i]))
+            out.append(f"{n}\t{i + 1}\t{w}\t{lp * unit:.4f}\t{length}")
+    return out
