@@ -62,6 +62,23 @@ def test_compare_writes_the_runs_numbers_and_plots(two_runs):
         assert got[0] == row["run"] and got[7] == pytest.approx(float(row["test_ppl"]))
 
 
+def test_compare_skips_unfinished_runs_says_what_it_cannot_plot_and_takes_logger_none(
+    two_runs, tmp_path
+):
+    base, runs = two_runs
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "config.yaml").write_text("model: {}\n")  # a run that died before metrics.json
+    r = seqlm(
+        "compare", str(runs["kn3"]), str(runs["lstm"]), str(failed), "logger=none", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert f"skipped {failed}: no metrics.json" in r.stdout
+    assert f"not in val_ppl.png (no validation in history.jsonl): {runs['kn3'].name}" in r.stdout
+    assert (tmp_path / "comparison" / "comparison.md").is_file()
+    assert not (tmp_path / "comparison" / "wandb").exists()  # logger=none: no W&B run
+
+
 def test_compare_refuses_runs_on_another_vocabulary(two_runs, tmp_path):
     base, runs = two_runs
     other = tmp_path / "other"

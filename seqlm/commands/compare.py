@@ -3,10 +3,12 @@
 ``python -m seqlm compare RUN_DIR... [out=DIR] [wandb=true]`` reads each run's
 ``metrics.json``, ``config.yaml`` and ``history.jsonl`` and writes to ``out``:
 ``comparison.md`` and ``comparison.csv`` (one row per run), ``val_ppl.png`` (validation ppl
-against epoch and against wall time) and ``test_ppl.png`` (test ppl per run, with the corpus
-floor and the best n-gram drawn as lines). Runs scored on a different vocabulary or on
-different test tokens are refused: their perplexities are not comparable. A bidirectional
-model's pseudo-perplexity has its own column and is never drawn with the others.
+against optimizer steps and against wall time) and ``test_ppl.png`` (test ppl per run, with
+the corpus floor and the best n-gram drawn as lines). The directory of a run that did not
+finish is skipped with a note; runs with no validation to plot are named. Runs scored on a
+different vocabulary or on different test tokens are refused: their perplexities are not
+comparable. A bidirectional model's pseudo-perplexity has its own column and is never drawn
+with the others.
 """
 
 from __future__ import annotations
@@ -109,20 +111,22 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
 
     plt = pyplot()
 
-    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
         pts = [h for h in run.history if "val/ppl" in h]
         if not pts:
             continue
         label = run.label
-        by_epoch.plot([h["epoch"] + 1 for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
+        by_step.plot([h["step"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
         by_time.plot([h["time_s"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
-    for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall time (s)")):
+    # optimizer steps, not epochs: validations inside an epoch get their own place, and a
+    # resumed run continues its own count
+    for ax, xlabel in ((by_step, "optimizer step"), (by_time, "wall time of training (s)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation perplexity")
         ax.grid(True, alpha=0.3)
-    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_epoch.legend(fontsize=8)
+    by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_step.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -165,8 +169,18 @@ def compare(run_dirs: list[str | Path], out: str | Path) -> list[dict[str, Any]]
     """Write the table and the plots for ``run_dirs`` into ``out``; returns the table's rows."""
     if len(run_dirs) < 1:
         raise SeqlmError("compare: give at least one run directory")
-    runs = [read_run(Path(p)) for p in run_dirs]
+    runs = []
+    for p in map(Path, run_dirs):
+        if not (p / "metrics.json").is_file() and (p / "config.yaml").is_file():
+            print(f"skipped {p}: no metrics.json (a run that did not finish)")
+            continue
+        runs.append(read_run(p))
+    if not runs:
+        raise SeqlmError("compare: none of the run directories holds a finished run")
     check_comparable(runs)
+    unplotted = [r.path.name for r in runs if not any("val/ppl" in h for h in r.history)]
+    if unplotted:
+        print(f"not in val_ppl.png (no validation in history.jsonl): {', '.join(unplotted)}")
     rows = [r.row() for r in runs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,6 +225,6 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = compare(list(cfg.runs), cfg.out)
     print(markdown_table(rows))
     print(f"table and plots in {Path(cfg.out).resolve()}")
-    if cfg.wandb:
+    if cfg.wandb and (cfg.get("logger") or {}).get("wandb") is not None:  # logger=none: off
         log_to_wandb(rows, Path(cfg.out), cfg.project)
     return rows
