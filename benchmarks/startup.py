@@ -37,7 +37,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     (work / "sentences.txt").write_text("the company said\nthe the the\n")
-    words = "the company said it expects profits to rise".split()
+    words = ["the", "company", "said", "it", "expects", "profits", "to", "rise"]
     with (work / "nbest.tsv").open("w") as nb, (work / "refs.tsv").open("w") as rf:
         for u in range(4):
             rf.write(f"u{u}\t{' '.join(words)}\n")
@@ -49,10 +49,22 @@ def main() -> None:
     cases = [
         ("help", "`python -m seqlm --help`", [*seqlm, "--help"]),
         ("help", "`python -m seqlm eval --help`", [*seqlm, "eval", "--help"]),
-        ("ngram", "`score` of kn3, 2 lines", [*seqlm, "score", f"ckpt={run}", "input=sentences.txt"]),
+        (
+            "ngram",
+            "`score` of kn3, 2 lines",
+            [*seqlm, "score", f"ckpt={run}", "input=sentences.txt"],
+        ),
         ("ngram", "`eval` of kn3 (valid and test scored)", [*seqlm, "eval", f"ckpt={run}"]),
-        ("ngram", "`rescore` with kn3, `logger=none`", [*rescore, "logger=none", "hydra.run.dir=r1"]),
-        ("ngram", "`rescore` with kn3, the default W&B logger (offline)", [*rescore, "hydra.run.dir=r2"]),
+        (
+            "ngram",
+            "`rescore` with kn3, `logger=none`",
+            [*rescore, "logger=none", "hydra.run.dir=r1"],
+        ),
+        (
+            "ngram",
+            "`rescore` with kn3, the default W&B logger (offline)",
+            [*rescore, "hydra.run.dir=r2"],
+        ),
     ]
     print("| command | median | min | max | goal | met? |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
