@@ -89,6 +89,12 @@ def discard(run_dir: Path) -> None:
     run_dir.rmdir()
 
 
+def run_name(model: str | None, experiment: str | None = None) -> str:
+    """``outputs/DATE/TIME_NAME``: the experiment's name (``experiment=awd_lstm_ptb``), else the
+    model's (``lstm``)."""
+    return str(experiment if experiment not in (None, "null", "") else model)
+
+
 def fail(message: str) -> None:
     print(f"seqlm: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -139,7 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(e))
 
     import hydra
+    from omegaconf import OmegaConf
 
+    # a run directory is named after its experiment preset if it has one, else its model
+    OmegaConf.register_new_resolver("seqlm_run_name", run_name, replace=True)
     silence_known_notices()
     module = importlib.import_module(f"seqlm.commands.{command}")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm, shared
 
 from seqlm.build import build
@@ -329,3 +330,22 @@ def test_wandb_sweep_file_drives_the_cli_with_composable_overrides():
         cfg = make_config("train", [*fixed, f"{key}={value}"])  # Hydra refuses unknown keys
         net = build("model", cfg.model, vocab_size=11)  # and the value builds a network
         assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_smoke_is_a_short_trial_of_any_preset_named_after_its_experiment(tmp_path):
+    """``smoke=true``: 20 steps, a validation at the end (so the best checkpoint exists and is
+    the one tested), 10 batches of validation and test, the figures marked; the run directory
+    carries the experiment's name."""
+    r = seqlm(
+        "train", "experiment=zaremba_small", "data=agreement", "data.sizes=[3000,600,20000]",
+        "smoke=true", "logger=none", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "smoke trial: 20 steps" in r.stdout
+    [run] = tmp_path.glob("outputs/*/*_zaremba_small")
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["smoke"] is True and m["train/steps"] == 20
+    assert m["checkpoint"].endswith("best.ckpt")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert m["test/tokens"] == 10 * cfg["eval_batch_size"] * cfg["bptt"]  # 10 batches
+    assert "could not find the monitored key" not in r.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
@@ -48,6 +48,8 @@ def train(
     if family_of(cfg.model) == "ngram":
         return train_ngram(cfg, run_dir) if zero else {}  # counting is one process's work
     check_launch(cfg)
+    if cfg.get("smoke"):
+        cfg = smoke_trial(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -82,11 +84,35 @@ def train(
         "train/tokens_per_s": lit.tokens_seen * trainer.world_size / train_s,
         "checkpoint": ckpt or "",
         **peak_memory(),
+        **({"smoke": True} if cfg.get("smoke") else {}),
     }
     metrics = run_metrics(network_description(container["model"], params), evaluation, facts)
     if trainer.is_global_zero:
         log_final(loggers, container, metrics)
     return finish(run_dir, metrics, write=trainer.is_global_zero)
+
+
+SMOKE_STEPS, SMOKE_BATCHES = 20, 10
+
+
+def smoke_trial(cfg: DictConfig) -> DictConfig:
+    """``smoke=true``: the same preset for 20 steps (fewer if asked), validated once at the
+    end, with 10 batches of validation and of test: a check that a configuration runs, in a
+    minute, whose figures are marked and are no results."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        steps = cfg.trainer.get("max_steps", -1)
+        steps = SMOKE_STEPS if steps is None or steps < 0 else min(steps, SMOKE_STEPS)
+        cfg.trainer.max_steps = steps
+        cfg.trainer.val_check_interval = steps
+        cfg.trainer.check_val_every_n_epoch = None
+        for key in ("limit_val_batches", "limit_test_batches"):
+            cfg.trainer[key] = SMOKE_BATCHES
+    print(
+        f"smoke trial: {steps} steps, then {SMOKE_BATCHES} batches of validation and of test "
+        "(the figures are marked smoke: they are not results)"
+    )
+    return cfg
 
 
 def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
