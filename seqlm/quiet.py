@@ -31,6 +31,17 @@ def silence_known_notices() -> None:
         message=r"Your `IterableDataset` has `__len__` defined",
         module=r"pytorch_lightning\.utilities\.data",
     )
+    # With no validation yet (a run shorter than an epoch, limit_val_batches=0) there is no
+    # val/loss to pick a best checkpoint by; seqlm then tests last.ckpt and says so itself.
+    warnings.filterwarnings(
+        "ignore", message=r"`ModelCheckpoint\(monitor='val/loss'\)` could not find the monitored"
+    )
+    # The plateau scheduler waits for a val/loss; seqlm says at the start that it will wait.
+    warnings.filterwarnings(
+        "ignore", message=r"ReduceLROnPlateau conditioned on metric val/loss which is not available"
+    )
+    # A resumed run continues in its own directory, whose checkpoints are the point.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropTip) for f in logger.filters):
         logger.addFilter(_DropTip())

@@ -349,3 +349,19 @@ def test_smoke_is_a_short_trial_of_any_preset_named_after_its_experiment(tmp_pat
     cfg = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert m["test/tokens"] == 10 * cfg["eval_batch_size"] * cfg["bptt"]  # 10 batches
     assert "could not find the monitored key" not in r.stderr
+
+
+def test_a_run_without_validation_says_what_it_tests_instead_of_lightnings_warnings(tmp_path):
+    r = seqlm(
+        "train", "model=gru", "logger=none", "data.sizes=[3000,600,600]", "model.hidden_size=8",
+        "model.emb_size=8", "+trainer.limit_val_batches=0", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (
+        "no validation (limit_val_batches=0): the learning rate stays where it starts" in r.stdout
+    )
+    assert "no validation ran, so no best checkpoint: testing " in r.stdout
+    assert "last.ckpt" in r.stdout and "val/ppl_floor" not in r.stdout
+    for lightning in ("could not find the monitored key", "ReduceLROnPlateau conditioned"):
+        assert lightning not in r.stderr

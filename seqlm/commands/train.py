@@ -58,6 +58,9 @@ def train(
     if cfg.get("init_from"):
         init_weights(lit, cfg.init_from, data.vocab.itos)
     trainer, best, loggers = make_trainer(cfg, run_dir, callbacks)
+    plateau = "ReduceLROnPlateau" in str((cfg.optim.get("scheduler") or {}).get("_target_", ""))
+    if plateau and cfg.trainer.get("limit_val_batches") == 0 and zero:
+        print("no validation (limit_val_batches=0): the learning rate stays where it starts")
     try:
         trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)
     except Diverged as e:  # the checkpoints written so far are finite and stay
@@ -70,9 +73,13 @@ def train(
         return {"time/train_s": train_s, "train/steps": trainer.global_step}
 
     ckpt = best_or_last(best)  # the best weights by validation, else the last saved
+    if not best.best_model_path and trainer.is_global_zero:
+        print(f"no validation ran, so no best checkpoint: testing {ckpt or 'the final weights'}")
     for stage in (trainer.validate, trainer.test):
         stage(lit, datamodule=data, ckpt_path=ckpt, verbose=False, weights_only=True)
     evaluation = {**lit.results.get("val", {}), **lit.results["test"], **data.info()}
+    if "val/loss" not in evaluation:  # nothing validated: no val/* fact stands alone
+        evaluation = {k: v for k, v in evaluation.items() if not k.startswith("val/")}
     params = sum(p.numel() for p in lit.net.parameters())
     facts = {
         "time/train_s": train_s,
