@@ -182,7 +182,8 @@ class NgramLM:
             keys_of.append(keys)
             counts.append(_narrow(c))
             del keys, c
-        suffix = _suffix_tables(keys_of, base, block)
+        # each n-gram's suffix in the order below: what interpolation and continuation read
+        suffix = _suffix_tables(keys_of, base, block) if method not in sm.UNIFORM else None
         # an n-gram is kept when its raw count is above its order's threshold (lmplz compares
         # raw counts at every order, before the adjusted counts replace them)
         keep = [None] + [
