@@ -82,11 +82,24 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
             extra["settings"] = wandb.Settings(silent=True)
             if mode != "online":  # artifacts are uploaded by `wandb sync` from the run's files
                 extra["log_model"] = False
+            previous = wandb_run_id(run_dir) if cfg.get("resume") else None
+            if previous is not None:  # a resumed training stays one W&B run
+                extra["id"], extra["resume"] = previous, "allow"
         logger = build(f"logger.{name}", conf, **extra)
         if conf.get("_target_") == WANDB_TARGET:
             drop_wandb_anonymous(logger)
         loggers.append(logger)
     return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run a run directory already holds (its latest, online or offline),
+    or None: W&B names each run's folder ``[offline-]run-DATE_TIME-ID``."""
+    folders = sorted(
+        (p for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir()),
+        key=lambda p: p.name.split("run-", 1)[1],
+    )
+    return folders[-1].name.rsplit("-", 1)[1] if folders else None
 
 
 def wandb_runs(loggers: list) -> list:
@@ -138,6 +151,13 @@ def announce(run: Any) -> None:
     """One line: where an offline run is and how to upload it, or an online run's URL."""
     if run.offline:
         where = Path(run.dir).parent
+        parts = sorted(where.parent.glob(f"offline-run-*-{run.id}"))
+        if len(parts) > 1:  # a resumed run: one folder per session, one W&B run
+            where = where.parent / f"offline-run-*-{run.id}"
+            print(
+                f"W&B offline run {run.id}, {len(parts)} sessions: upload with wandb sync {where}"
+            )
+            return
         print(f"W&B offline run: {where}  (upload later with: wandb sync {where})")
     else:
         print(f"W&B run: {run.url}")

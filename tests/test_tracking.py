@@ -93,3 +93,27 @@ def test_multirun_runs_every_model_in_one_wandb_group(tmp_path):
     assert [p.name for p in runs] == ["0_kn3", "1_lstm"]  # a sweep over both families
     groups = {read_wandb_run(p)["group"] for p in runs}
     assert len(groups) == 1 and groups.pop().startswith("sweep-")
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):
+    """``train resume=RUN`` logs to the W&B run the run directory already holds (one id, one
+    offline folder per session), and the upload line names every session."""
+    import shutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"))
+    first = seqlm("train", "model=gru", *SMALL, *FAST, "hydra.run.dir=run", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    r = seqlm("train", "resume=run", "trainer.max_epochs=2", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folders = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    ids = {f.name.rsplit("-", 1)[1] for f in folders}
+    assert len(folders) == 2 and len(ids) == 1
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("W&B offline run")]
+    assert "2 sessions" in line and f"offline-run-*-{ids.pop()}" in line
+    second = tmp_path / "second"
+    shutil.copytree(folders[1], second / "wandb" / folders[1].name)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train/epochs"] == 2
+    logged = read_wandb_run(second)
+    assert logged["summary"]["test/ppl"] == pytest.approx(metrics["test/ppl"], rel=1e-12)
