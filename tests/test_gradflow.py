@@ -167,6 +167,27 @@ def test_gradients_command_writes_the_curves_of_trained_and_untrained_networks(r
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_the_gradients_plot_marks_an_underflow_and_a_rerun_says_it_replaces(tmp_path, capsys):
+    """A log axis cannot show a gradient that underflowed to 0: the curve stops and a marker
+    says from which k; writing into a folder that holds earlier curves says so."""
+    from matplotlib.axes import Axes
+
+    marks = []
+    real = Axes.annotate
+    Axes.annotate = lambda self, text, *a, **kw: marks.append(text) or real(self, text, *a, **kw)
+    try:
+        vanishing = gradients.Curve(
+            "rnn", "rnn", np.array([1.0, 1e-5, 1e-20, 0.0, 0.0]), np.zeros(5)
+        )
+        gradients.write([vanishing], tmp_path)
+        gradients.write([vanishing], tmp_path)
+    finally:
+        Axes.annotate = real
+    assert marks == ["0 from k=3", "0 from k=3"]
+    out = capsys.readouterr().out
+    assert out.count("replacing the gradients.csv and gradients.png of an earlier run") == 1
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -72,15 +72,25 @@ def plot(curves: list[Curve], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = {}  # one colour per cell; an untrained network dotted
+    vanished = []  # (k where the curve first is 0, colour): a log axis cannot show 0
     for c in curves:
         colour = colours.setdefault(c.cell, f"C{len(colours)}")
         dotted = c.run.startswith("untrained")
-        ax.plot(
-            np.arange(len(c.mean)), c.mean, label=c.label, color=colour, ls=":" if dotted else "-"
-        )
+        mean = np.asarray(c.mean, dtype=float)
+        shown = np.where(mean > 0, mean, np.nan)
+        ax.plot(np.arange(len(mean)), shown, label=c.label, color=colour, ls=":" if dotted else "-")
+        zero = np.flatnonzero(mean <= 0)
+        if len(zero):
+            vanished.append((int(zero[0]), colour))
     ax.set_yscale("log")
+    bottom = ax.get_ylim()[0]
+    for k, colour in vanished:  # where a gradient underflowed to exactly 0
+        ax.plot([k], [bottom], marker="v", color=colour, clip_on=False)
+        ax.annotate(f"0 from k={k}", (k, bottom), textcoords="offset points", xytext=(4, 6),
+                    fontsize=7, color=colour)  # fmt: skip
+    ax.set_ylim(bottom=bottom)
     ax.set_xlabel("k (steps back)")
-    ax.set_ylabel("mean ||dℓ_t / ds_{t-k}||")
+    ax.set_ylabel(r"mean $\|\partial \ell_t / \partial s_{t-k}\|$")
     ax.set_title("gradient of the last position's loss through time")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -104,6 +114,8 @@ def table(curves: list[Curve]) -> str:
 
 def write(curves: list[Curve], out: Path) -> None:
     """``gradients.csv`` and ``gradients.png`` in ``out``, and the table on stdout."""
+    if (out / "gradients.csv").exists():
+        print(f"replacing the gradients.csv and gradients.png of an earlier run in {out}")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "gradients.csv").open("w", newline="") as f:
         writer = csv.writer(f)
