@@ -149,3 +149,22 @@ def test_a_search_starts_from_the_methods_switched_off(net, ids):
 def test_bad_test_time_options_are_one_line(runs, run, overrides, message):
     with pytest.raises(SeqlmError, match=message):
         eval_cmd.run(make_config("eval", [f"ckpt={runs / run}", *overrides]))
+
+
+def test_a_networks_evaluation_shows_a_bar_on_a_terminal_only(runs, monkeypatch):
+    import sys
+
+    import pytorch_lightning as pl
+
+    seen = []
+
+    class Spy(pl.Trainer):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("enable_progress_bar"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "Trainer", Spy)
+    for tty in (True, False):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        eval_cmd.run(make_config("eval", [f"ckpt={runs / 'lstm'}", "splits=[valid]"]))
+    assert seen == [True, False]

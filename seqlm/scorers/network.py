@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ class NetworkScorer(Scorer):
             devices=1,
             logger=False,
             enable_model_summary=False,
-            enable_progress_bar=False,
+            # a bar on a terminal (a network's evaluation of PTB takes minutes), none in logs
+            enable_progress_bar=sys.stderr.isatty(),
             enable_checkpointing=False,
         )
         if data.layout != self.layout:
