@@ -136,6 +136,9 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "train_s": get("time/train_s"),
         "train_tokens_per_s": get("train/tokens_per_s"),
         "count_tokens_per_s": get("count/tokens_per_s"),
+        "test_agreement": percent(m.get("test/agreement")),
+        "test_agreement_far": percent(m.get("test/agreement_far")),
+        "test_ppl_floor": get("test/ppl_floor"),
     }
 
 

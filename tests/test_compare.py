@@ -48,8 +48,13 @@ def test_compare_writes_the_runs_numbers_and_plots(two_runs):
             assert float(row[col]) == pytest.approx(m[key], rel=1e-12)
         size = m["model/ngrams"] if name == "kn3" else m["model/params"]
         assert int(row["size"]) == size
+        # the built-in corpus: agreement and the grammar's floor beside the perplexity
+        assert float(row["test_agreement"]) == pytest.approx(100 * m["test/agreement"])
+        assert float(row["test_ppl_floor"]) == pytest.approx(m["test/ppl_floor"])
     assert rows[0]["model"] == "3-gram" and rows[1]["model"] == "lstm"
     md = (base / "cmp" / "comparison.md").read_text()
+    assert "agreement %" in md and "test ppl floor" in md
+    assert "test WER %" not in md  # a column no run has a figure in is left out
     assert f"{json.loads((runs['lstm'] / 'metrics.json').read_text())['test/ppl']:.2f}" in md
     for png in ("val_ppl.png", "test_ppl.png"):
         data = (base / "cmp" / png).read_bytes()

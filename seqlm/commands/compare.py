@@ -41,6 +41,9 @@ COLUMNS = [  # (key of schema.table_row, title)
     ("train_s", "train s"),
     ("train_tokens_per_s", "train tokens/s"),
     ("count_tokens_per_s", "count tokens/s"),
+    ("test_agreement", "agreement %"),  # the built-in corpus: subject-verb agreement
+    ("test_agreement_far", "agreement % (d >= 5)"),
+    ("test_ppl_floor", "test ppl floor"),  # the best ppl any model can reach on it
 ]
 
 
@@ -100,9 +103,11 @@ def _fmt(v: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if k in ("run", "model", "cell") else "---:" for k, _ in COLUMNS)
-    body = ["| " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
+    """The table, without the columns no run has a figure in (the CSV keeps them all)."""
+    columns = [(k, t) for k, t in COLUMNS if k == "run" or any(r[k] != "" for r in rows)]
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    rule = "|" + "|".join("---" if k in ("run", "model", "cell") else "---:" for k, _ in columns)
+    body = ["| " + " | ".join(_fmt(r[k]) for k, _ in columns) + " |" for r in rows]
     return "\n".join([head, rule + "|", *body])
 
 
