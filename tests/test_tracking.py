@@ -111,8 +111,16 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path):
     assert len(folders) == 2 and len(ids) == 1
     [line] = [x for x in r.stdout.splitlines() if x.startswith("W&B offline run")]
     assert "2 sessions" in line and f"offline-run-*-{ids.pop()}" in line
+    # the resumed session's records: the newest .wandb file of that run (W&B may write it into
+    # either folder), read on its own
+    records = sorted(
+        (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    assert records, "no W&B records written"
+    newest = records[-1].parent
     second = tmp_path / "second"
-    shutil.copytree(folders[1], second / "wandb" / folders[1].name)
+    shutil.copytree(newest, second / "wandb" / newest.name)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train/epochs"] == 2
     logged = read_wandb_run(second)
