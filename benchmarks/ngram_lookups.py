@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -33,19 +32,11 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from decoding_speed import median_time  # a warm-up call, then the median of rounds
 
 from ngram import NgramLM, read_arpa
 
 BATCH = 64
-
-
-def median_time(fn, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def test_sentences(ptb: Path) -> list[list[str]]:
@@ -102,7 +93,6 @@ def ours_figures(path: Path, npz: Path, sentences) -> dict:
     ids = np.asarray([m.stoi.get(w, m.unk_id) for s in sentences for w in [*s, "</s>"]])
     score = median_time(lambda: m.score_ids(ids), 3)
     work = batches(m, sentences)
-    m.extend(*work[0])  # warm-up
     per_batch = median_time(lambda: [m.extend(s, w) for s, w in work], 5) / len(work)
     wide = median_time(lambda: [m.distributions(s) for s, _ in work[:10]], 3) / 10
     return {

@@ -68,25 +68,13 @@ def pad_sentences(ids: np.ndarray, eos_id: int, bos_id: int) -> tuple[np.ndarray
         raise NgramError("no tokens to count")
     if ids[-1] != eos_id:
         ids = np.append(ids, eos_id)  # a last line without its end marker
-    stream, line_start, _ = _pad(ids, 0, True, eos_id, bos_id)
-    return stream, line_start
-
-
-def _pad(seg: np.ndarray, first: int, starts_line: bool, eos_id: int, bos_id: int):
-    """``seg`` (stream positions ``first ..``) with ``<s>`` inserted at every line start inside
-    it (after each end marker but the last element; at 0 if ``starts_line``). Returns the
-    padded ids, each position's line start (far back for a line begun before ``seg``), and each
-    position's owner: the stream index of the token, or for a ``<s>`` its line's first."""
-    starts = np.flatnonzero(seg[:-1] == eos_id) + 1
-    if starts_line:
-        starts = np.concatenate([[0], starts])
-    out = np.insert(seg, starts, bos_id)
-    owner = np.insert(np.arange(first, first + len(seg), dtype=np.int64), starts, first + starts)
+    starts = np.concatenate([[0], np.flatnonzero(ids[:-1] == eos_id) + 1])
+    stream = np.insert(ids, starts, bos_id)
     bos_pos = starts + np.arange(len(starts))  # where the inserted <s> land
-    line_start = np.full(len(out), -(1 << 40), dtype=np.int64)  # context always long enough
+    line_start = np.zeros(len(stream), dtype=np.int64)
     line_start[bos_pos] = bos_pos
     np.maximum.accumulate(line_start, out=line_start)
-    return out, line_start, owner
+    return stream, line_start
 
 
 def _dedup_sorted(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -631,13 +631,6 @@ class NgramLM:
         """The (n, k) word ids of every stored k-gram, in table order (``<s>`` is id V)."""
         return trie.words_of(self.keys, k, self.base)
 
-    def find(self, words: Iterable[int]) -> int:
-        """The index of an n-gram (ids, ``<s>`` = V) in its order's table, or -1."""
-        cols = np.asarray([list(words)], dtype=np.int64)
-        key, found = trie.from_words(cols, self.keys, self.base)
-        idx, hit = trie.lookup(self.keys[cols.shape[1] - 1], key)
-        return int(idx[0]) if hit[0] and found[0] else -1
-
     def save(self, path) -> None:
         """Every table, exactly (``.npz``, no pickle); ARPA holds only backoff-form models."""
         arrays = {

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from seqlm.errors import SeqlmError
 
 
-def _plain(node: Any) -> dict:
+def as_dict(node: Any) -> dict:
+    """A config node (or mapping) as a plain, resolved dict."""
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     return dict(node)
@@ -76,8 +77,8 @@ def refusal(key: str, node: Any, exc: BaseException) -> SeqlmError:
         exc = exc.__cause__
     if isinstance(exc, SeqlmError):
         return exc
-    options = {k: v for k, v in _plain(node).items() if not k.startswith("_")}
-    target = str(_plain(node).get("_target_", "?"))
+    options = {k: v for k, v in as_dict(node).items() if not k.startswith("_")}
+    target = str(as_dict(node).get("_target_", "?"))
     try:
         suspects = _unknown(get_object(target), options)
     except Exception:  # the target itself cannot be imported: that is the error
@@ -90,7 +91,7 @@ def refusal(key: str, node: Any, exc: BaseException) -> SeqlmError:
 def build(key: str, node: Any, *args: Any, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``; for a ``_partial_`` node, also the call with ``args``
     (an optimizer's parameters, a scheduler's optimizer)."""
-    plain = _plain(node)
+    plain = as_dict(node)
     try:
         target = get_object(str(plain.get("_target_")))
     except Exception as e:

@@ -8,17 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from test_ngram import TEXT as NLTK_TEXT
 
 from ngram import NgramError, NgramLM
 
-TEXT = [
-    "the cat sat on the mat",
-    "the dog sat on the log",
-    "a cat saw a dog",
-    "the dog saw the cat on the mat",
-    "a mat on a log",
-    "the cat sat on a dog",
-]
+TEXT = [*NLTK_TEXT, "the cat sat on a dog"]  # test_ngram's corpus and one more sentence
 
 
 def _model(order=3, **kw) -> NgramLM:

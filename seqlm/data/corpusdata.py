@@ -21,23 +21,15 @@ def prepared_data(node, layout: str = "stream", run_dir: Path | None = None, loa
     """The data of the ``data`` config ``node``, laid out for a model (``layout``), tokenized;
     its vocabulary saved in ``run_dir`` when one is given. ``loaders``: the ``LMData`` that
     batches it for a network (Lightning); else the ``CorpusData`` alone (an n-gram's)."""
-    from seqlm.build import build
+    from seqlm.build import as_dict, build
 
     if not loaders:
-        node = {**build_plain(node), "_target_": f"{__name__}.CorpusData"}
+        node = {**as_dict(node), "_target_": f"{__name__}.CorpusData"}
     data = build("data", node, layout=layout, _convert_="all")
     data.prepare()
     if run_dir is not None:
         data.vocab.save(run_dir / "vocab.json")
     return data
-
-
-def build_plain(node) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return (
-        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    )
 
 
 def make_corpus(name: str, target: str, options: dict) -> Corpus:
