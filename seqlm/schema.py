@@ -6,7 +6,8 @@ Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore
 ``model/name``; then
 
 - a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
-  (trainable numbers), ``train/steps``, ``train/epochs``, ``train/world_size``,
+  (trainable numbers), ``model/softmax`` (``full`` or ``adaptive``), ``model/cutoffs`` (the
+  adaptive softmax's, as configured; empty for null or full), ``train/steps``, ``train/epochs``, ``train/world_size``,
   ``train/tokens_per_s`` (training targets per second of training, validation included);
 - an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
   orders; ``model/ngrams_by_order`` each), ``model/discounts`` (and any pruning),
@@ -42,6 +43,8 @@ def network_description(model_cfg: dict, params: int) -> dict[str, Any]:
         "model/layers": model_cfg.get("num_layers", 1),
         "model/hidden_size": model_cfg.get("hidden_size", 0),
         "model/params": params,
+        "model/softmax": model_cfg.get("softmax", "full"),
+        "model/cutoffs": list(model_cfg.get("cutoffs") or []),
     }
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from seqlm.data.batching import IGNORE
-from seqlm.models.output import LanguageModel
+from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
 from seqlm.models.recurrent import check_options, make_rnn, run_rnn
 
 
@@ -48,6 +48,9 @@ class ClozeLM(LanguageModel):
         emb_dropout: dropout on the word vectors.
         layer_dropout: dropout between stacked layers.
         out_dropout: dropout on both directions' states before the decoders.
+        softmax, cutoffs, div_value: the output layer, as ``RecurrentLM``'s; an adaptive
+            softmax reads ``[s_{t-1}, s'_{t+1}]`` (its head is then ``V s_{t-1} + V' s'_{t+1}``
+            with the two blocks of one matrix).
     """
 
     layout = "sentences"
@@ -64,6 +67,9 @@ class ClozeLM(LanguageModel):
         emb_dropout: float,
         layer_dropout: float,
         out_dropout: float,
+        softmax: str,
+        cutoffs: list[int] | None,
+        div_value: float,
     ):
         super().__init__()
         check_options(
@@ -76,14 +82,19 @@ class ClozeLM(LanguageModel):
                 "out_dropout": out_dropout,
             },
         )
+        cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, emb_size)
         self.fwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
         self.bwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
-        self.dec_fwd = nn.Linear(hidden_size, vocab_size)  # V
-        self.dec_bwd = nn.Linear(hidden_size, vocab_size, bias=False)  # V'
         self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if softmax == "adaptive":
+            self.adaptive = AdaptiveSoftmax(2 * hidden_size, vocab_size, cutoffs, div_value)
+            return
+        self.adaptive = None
+        self.dec_fwd = nn.Linear(hidden_size, vocab_size)  # V
+        self.dec_bwd = nn.Linear(hidden_size, vocab_size, bias=False)  # V'
         for dec in (self.dec_fwd, self.dec_bwd):
             nn.init.uniform_(dec.weight, -0.1, 0.1)
         nn.init.zeros_(self.dec_fwd.bias)
@@ -101,6 +112,8 @@ class ClozeLM(LanguageModel):
         return torch.cat([left, right], -1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.adaptive is not None:  # normalised log-probabilities: scores of one softmax
+            return self.adaptive.log_probs(hidden)
         left, right = hidden.chunk(2, -1)
         return self.dec_fwd(left) + self.dec_bwd(right)  # V s_{t-1} + V' s'_{t+1}
 

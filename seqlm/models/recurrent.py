@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_map
 
 from seqlm.compat import flat_weight_names
 from seqlm.errors import SeqlmError
-from seqlm.models.output import LanguageModel
+from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
 from seqlm.models.regularisers import (
     LockedDropout,
     activation_penalty,
@@ -186,7 +186,12 @@ class RecurrentLM(LanguageModel):
         layer_dropout: dropout between stacked layers.
         out_dropout: dropout on the top layer's states before the decoder.
         tie_weights: decoder shares the embedding matrix (Press & Wolf 2017; needs the last
-            layer's size to equal ``emb_size``).
+            layer's size to equal ``emb_size``); with an adaptive softmax, the head's words.
+        softmax: the output layer: ``full`` (``nn.Linear`` to V, then softmax) or
+            ``adaptive`` (``AdaptiveSoftmax``: a head of frequent words and tail clusters).
+        cutoffs: the adaptive softmax's cluster bounds, as frequency ranks (ids); null: those
+            of 2000, 10000, 50000 below the vocabulary size.
+        div_value: each tail cluster's projection is this many times smaller than the last.
 
     AWD-LSTM's regularisers (``seqlm.models.regularisers``; all off at their defaults):
         hidden_sizes: each layer's size (``[1150, 1150, 400]``) instead of ``hidden_size``.
@@ -224,6 +229,9 @@ class RecurrentLM(LanguageModel):
         wdrop: float,
         alpha: float,
         beta: float,
+        softmax: str,
+        cutoffs: list[int] | None,
+        div_value: float,
     ):
         super().__init__()
         dropouts = {
@@ -237,6 +245,7 @@ class RecurrentLM(LanguageModel):
             "wdrop": wdrop,
         }
         check_options(cell, nonlinearity, num_layers, dropouts)
+        cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
         sizes = layer_sizes(hidden_size, num_layers, hidden_sizes)
         for name, value in (("alpha", alpha), ("beta", beta)):
             if value < 0:
@@ -257,7 +266,12 @@ class RecurrentLM(LanguageModel):
             self.rnn = LayerStack(
                 cell, nonlinearity, emb_size, sizes, dropouth, layer_dropout, wdrop
             )
-        self.decoder = nn.Linear(sizes[-1], vocab_size)
+        if softmax == "adaptive":
+            tied = self.embedding if tie_weights else None
+            self.adaptive = AdaptiveSoftmax(sizes[-1], vocab_size, cutoffs, div_value, tied)
+        else:
+            self.adaptive = None
+            self.decoder = nn.Linear(sizes[-1], vocab_size)
         self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
         self.dropoute, self.alpha, self.beta = dropoute, alpha, beta
         self.lock_in, self.lock_out = LockedDropout(dropouti), LockedDropout(dropout)
@@ -265,10 +279,11 @@ class RecurrentLM(LanguageModel):
         # As pytorch/examples' word_language_model: small uniform embedding and decoder; the
         # recurrent weights keep torch's U(-1/sqrt(H), 1/sqrt(H)).
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if tie_weights:
-            self.decoder.weight = self.embedding.weight
+        if self.adaptive is None:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+            if tie_weights:
+                self.decoder.weight = self.embedding.weight
 
     def features(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> the top layer's outputs (B, T, H), dropped out as the decoder
@@ -283,7 +298,11 @@ class RecurrentLM(LanguageModel):
         return dropped, state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(hidden)  # V s_t
+        """V s_t; an adaptive softmax's normalised log-probabilities (scores of the same
+        softmax)."""
+        if self.adaptive is not None:
+            return self.adaptive.log_probs(hidden)
+        return self.decoder(hidden)
 
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> logits (B, T, V) and the state after the last step."""

@@ -191,16 +191,21 @@ def load_network(path: Path) -> NetworkScorer:
     return network_scorer(lit, ckpt_file)
 
 
+PRESET_OF = {"seqlm.models.RecurrentLM": "rnn.yaml", "seqlm.models.ClozeLM": "birnn.yaml"}
+
+
 def with_preset_defaults(model: dict) -> dict:
     """A checkpoint's model config with the options added since it was written (AWD-LSTM's
-    regularisers) filled in from their preset, ``conf/model/rnn.yaml``, where they are off."""
-    if model.get("_target_") != "seqlm.models.RecurrentLM":
+    regularisers, the output layer's choice) filled in from the preset of its network
+    (``conf/model/rnn.yaml``, ``birnn.yaml``), where they are off (a full softmax)."""
+    preset_file = PRESET_OF.get(model.get("_target_"))
+    if preset_file is None:
         return model
     from omegaconf import OmegaConf
 
     from seqlm.conf import CONF_DIR
 
-    preset = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "rnn.yaml"))
+    preset = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / preset_file))
     return {**preset, **model}
 
 
