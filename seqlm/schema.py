@@ -7,8 +7,9 @@ Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore
 
 - a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
   (trainable numbers), ``model/softmax`` (``full`` or ``adaptive``), ``model/cutoffs`` (the
-  adaptive softmax's, as configured; empty for null or full), ``train/steps``, ``train/epochs``, ``train/world_size``,
-  ``train/tokens_per_s`` (training targets per second of training, validation included);
+  adaptive softmax's cluster bounds in use; empty for a full softmax), ``train/steps``,
+  ``train/epochs``, ``train/world_size``, ``train/tokens_per_s`` (training targets per second
+  of training, validation included);
 - an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
   orders; ``model/ngrams_by_order`` each), ``model/discounts`` (and any pruning),
   ``count/tokens_per_s`` (training tokens counted and smoothed per second);
@@ -34,17 +35,18 @@ SPLIT_FIGURES = ("ppl", "pseudo_ppl", "ppl_floor", "loss", "bits", "tokens", "ag
 SPLIT_FIGURES += ("agreement_far",)
 
 
-def network_description(model_cfg: dict, params: int) -> dict[str, Any]:
-    """``model/*`` of a network, from its ``model`` config and its number of parameters."""
+def network_description(model_cfg: dict, net: Any) -> dict[str, Any]:
+    """``model/*`` of a network, from its ``model`` config and the network built from it."""
+    adaptive = getattr(net, "adaptive", None)
     return {
         "model/family": "network",
         "model/name": str(model_cfg["_target_"]).rsplit(".", 1)[-1],
         "model/cell": model_cfg.get("cell", ""),
         "model/layers": model_cfg.get("num_layers", 1),
         "model/hidden_size": model_cfg.get("hidden_size", 0),
-        "model/params": params,
-        "model/softmax": model_cfg.get("softmax", "full"),
-        "model/cutoffs": list(model_cfg.get("cutoffs") or []),
+        "model/params": sum(p.numel() for p in net.parameters()),
+        "model/softmax": "full" if adaptive is None else "adaptive",
+        "model/cutoffs": [] if adaptive is None else adaptive.bounds[:-1],
     }
 
 

@@ -171,7 +171,7 @@ def test_eval_score_and_tokens_out_agree_with_the_v_wide_distribution(runs, tmp_
     run, m = runs["lstm"]
     scorer = load_scorer(run)
     net = scorer.net
-    ids = scorer.vocab.encode("the dog runs <eos> the dogs run".split())
+    ids = scorer.vocab.encode(["the", "dog", "runs", "<eos>", "the", "dogs", "run"])
     # brute force: the V-wide distribution at each step, from one pass
     with torch.no_grad():
         hidden, _ = net.features(torch.tensor([[1, *ids[:-1]]]))
@@ -188,7 +188,7 @@ def test_eval_score_and_tokens_out_agree_with_the_v_wide_distribution(runs, tmp_
 def test_the_step_api_and_generation_read_the_adaptive_softmax(runs):
     run, _ = runs["tied"]
     lm = seqlm_api.load(run)
-    ids = lm.vocab.encode("the tall lawyer runs".split())
+    ids = lm.vocab.encode(["the", "tall", "lawyer", "runs"])
     whole = lm.scorer.sentence_logprobs([ids])[0]
     assert lm.sentence_log_prob(ids) == pytest.approx(whole, abs=1e-6)
     state = lm.start(2)
@@ -213,7 +213,7 @@ def test_cache_and_dynamic_evaluation_keep_the_adaptive_distribution(runs):
 def test_fill_and_the_gradients_command_run_on_adaptive_networks(runs, tmp_path):
     run, _ = runs["birnn"]
     scorer = load_scorer(run)
-    left, right = scorer.vocab.encode(["the"]), scorer.vocab.encode("runs <eos>".split())[:1]
+    left, right = scorer.vocab.encode(["the"]), scorer.vocab.encode(["runs", "<eos>"])[:1]
     blank = scorer.blank_logprobs(left, right)
     assert np.exp(blank).sum() == pytest.approx(1.0, abs=1e-6)
     r = seqlm("gradients", str(runs["lstm"][0]), "lags=10", "out=g", cwd=tmp_path)

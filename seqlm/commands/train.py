@@ -80,7 +80,6 @@ def train(
     evaluation = {**lit.results.get("val", {}), **lit.results["test"], **data.info()}
     if "val/loss" not in evaluation:  # nothing validated: no val/* fact stands alone
         evaluation = {k: v for k, v in evaluation.items() if not k.startswith("val/")}
-    params = sum(p.numel() for p in lit.net.parameters())
     facts = {
         "time/train_s": train_s,
         "time/total_s": time.perf_counter() - started,
@@ -93,7 +92,7 @@ def train(
         **peak_memory(),
         **({"smoke": True} if cfg.get("smoke") else {}),
     }
-    metrics = run_metrics(network_description(container["model"], params), evaluation, facts)
+    metrics = run_metrics(network_description(container["model"], lit.net), evaluation, facts)
     if trainer.is_global_zero:
         log_final(loggers, container, metrics)
     return finish(run_dir, metrics, write=trainer.is_global_zero)

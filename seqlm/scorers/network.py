@@ -84,9 +84,8 @@ class NetworkScorer(Scorer):
 
     def describe(self) -> dict[str, Any]:
         data = self.config.get("data", {})
-        params = sum(p.numel() for p in self.net.parameters())
         return {
-            **network_description(self.lit.hparams["model"], params),
+            **network_description(self.lit.hparams["model"], self.net),
             **data_description(data.get("name", ""), len(self.vocab), self.vocab.digest()),
         }
 
