@@ -85,6 +85,98 @@ def test_second_run_reads_the_id_cache(tmp_path, monkeypatch):
     assert calls
 
 
+def test_the_id_cache_is_memory_mapped_and_equals_the_in_memory_encoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    f = tmp_path / "t.txt"
+    f.write_text("".join(f"w{i % 7} w{i % 3} x\n" for i in range(300)))
+    mapped = preset("data", "text", path=str(f))
+    mapped.prepare()
+    plain = preset("data", "text", path=str(f), use_cache=False)
+    plain.prepare()
+    assert mapped.vocab == plain.vocab
+    for split in ("train", "valid", "test"):
+        assert isinstance(mapped.ids[split], np.memmap) and mapped.ids[split].dtype == np.int32
+        np.testing.assert_array_equal(mapped.ids[split], plain.ids[split])
+    (folder,) = (tmp_path / "cache" / "ids").iterdir()  # one folder, no temporary left
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        "test.ids",
+        "train.ids",
+        "valid.ids",
+        "vocab.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda d: (d / "manifest.json").unlink(), "unreadable manifest or vocabulary"),
+        (
+            lambda d: (d / "train.ids").write_bytes((d / "train.ids").read_bytes()[:-4]),
+            "bytes, not",
+        ),
+        (
+            lambda d: (d / "test.ids").write_bytes(b"\1\0\0\0" + (d / "test.ids").read_bytes()[4:]),
+            "test.ids fails its checksum",
+        ),
+        (
+            lambda d: (d / "vocab.json").write_text('["<unk>", "<eos>", "zz"]'),
+            "vocab.json does not",
+        ),
+    ],
+)
+def test_a_damaged_id_cache_is_rebuilt_with_one_line_never_read(
+    tmp_path, monkeypatch, capsys, damage, why
+):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    f = tmp_path / "t.txt"
+    f.write_text("".join(f"w{i % 7} w{i % 3} x\n" for i in range(300)))
+    first = preset("data", "text", path=str(f))
+    first.prepare()
+    want = {s: np.array(first.ids[s]) for s in first.ids}
+    (folder,) = (tmp_path / "cache" / "ids").iterdir()
+    damage(folder)
+    capsys.readouterr()
+    again = preset("data", "text", path=str(f))
+    again.prepare()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"seqlm: the id cache {folder} is damaged (")
+    assert why in err[0] and err[0].endswith("; rebuilding it")
+    assert again.vocab == first.vocab
+    for split, ids in want.items():
+        np.testing.assert_array_equal(again.ids[split], ids)
+    third = preset("data", "text", path=str(f))  # rebuilt whole: read quietly
+    third.prepare()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_killed_while_tokenizing_leaves_no_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    f = tmp_path / "t.txt"
+    f.write_text("a b c\n" * 100)
+    data = preset("data", "text", path=str(f))
+
+    def dies(self, split):
+        if split == "test":
+            raise KeyboardInterrupt  # as a kill would cut it: after train and valid were written
+        return TextCorpus.lines.__wrapped__(self, split)
+
+    real = TextCorpus.lines
+    dies.__wrapped__ = real
+    monkeypatch.setattr(TextCorpus, "lines", dies)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare()
+    assert list((tmp_path / "cache" / "ids").iterdir()) == []
+    # a folder a killed process left (its pid is gone) is removed by the next build
+    stale = tmp_path / "cache" / "ids" / f"{data.name}-{data._cache_key()}.tmp-999999999"
+    stale.mkdir()
+    (stale / "train.ids").write_bytes(b"\0" * 12)
+    monkeypatch.setattr(TextCorpus, "lines", real)
+    again = preset("data", "text", path=str(f))
+    again.prepare()
+    assert not stale.exists() and len(again.ids["train"]) > 0
+
+
 def test_text_corpus_three_files_and_fractions(tmp_path):
     for s in ("train", "valid", "test"):
         (tmp_path / f"{s}.txt").write_text(f"{s} words here\n")
@@ -211,3 +303,56 @@ def test_gzipped_files_are_read_and_hashed_uncompressed(tmp_path):
     (tmp_path / "x.txt.gz").write_bytes(gzip.compress(raw))
     assert read_text(tmp_path / "x.txt.gz") == raw.decode()
     assert sha256_text_bytes(tmp_path / "x.txt.gz") == hashlib.sha256(raw).hexdigest()
+
+
+def _wikitext103_zip(root, base, monkeypatch, tamper=False):
+    """A small stand-in for wikitext-103-v1.zip on the local server, with its SHA-1s."""
+    import zipfile
+
+    from seqlm.data import corpora
+
+    texts = {s: f" = {s} = \n the {s} text \n".encode() for s in ("train", "valid", "test")}
+    with zipfile.ZipFile(root / "wt103.zip", "w") as z:
+        for s, t in texts.items():
+            z.writestr(
+                f"wikitext-103/wiki.{s}.tokens", t + (b"x" if tamper and s == "valid" else b"")
+            )
+    archive = hashlib.sha1((root / "wt103.zip").read_bytes()).hexdigest()
+    monkeypatch.setattr(corpora, "WIKITEXT103_URL", f"{base}/wt103.zip")
+    monkeypatch.setattr(corpora, "WIKITEXT103_ARCHIVE", f"sha1:{archive}")
+    files = {s: f"sha1:{hashlib.sha1(t).hexdigest()}" for s, t in texts.items()}
+    monkeypatch.setattr(corpora, "WIKITEXT103_FILES", files)
+
+
+def test_wikitext103_is_downloaded_as_one_zip_checked_and_unpacked_once(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    root, base = server
+    _wikitext103_zip(root, base, monkeypatch)
+    data = preset("data", "wikitext103")
+    data.prepare()
+    assert data.vocab.decode(data.ids["valid"][:4]) == ["=", "<unk>", "=", "<eos>"]  # not in train
+    folder = tmp_path / "cache" / "wikitext103"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "wiki.test.tokens",
+        "wiki.train.tokens",
+        "wiki.valid.tokens",
+    ]  # the archive is gone once unpacked
+    (root / "wt103.zip").unlink()  # the cache answers from now on
+    assert next(preset("data", "wikitext103", use_cache=False).corpus.lines("test")) == [
+        "=",
+        "test",
+        "=",
+    ]
+
+
+def test_a_wikitext103_archive_with_a_changed_member_is_refused(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLM_DATA", str(tmp_path / "cache"))
+    root, base = server
+    _wikitext103_zip(root, base, monkeypatch, tamper=True)
+    with pytest.raises(SeqlmError, match="wikitext-103/wiki.valid.tokens has sha1 .*, expected"):
+        preset("data", "wikitext103").prepare()
+    folder = tmp_path / "cache" / "wikitext103"
+    assert not (folder / "wiki.valid.tokens").exists()
+    assert not list(folder.glob(".*.part"))

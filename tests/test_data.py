@@ -252,7 +252,7 @@ def test_train_stream_resumes_at_the_saved_window_of_the_same_epoch():
 def test_variable_bptt_is_seeded_and_covers_the_stream():
     ds = TrainStream(_stream(3000), 1, batch_size=2, bptt=30, variable_bptt=True, seed=5)
     w0 = ds.windows()
-    assert sum(n for _, n in w0) == ds.inputs.shape[1]
+    assert sum(n for _, n in w0) == ds.length
     assert len({n for _, n in w0}) > 3 and min(n for _, n in w0[:-1]) >= 5
     ds.set_epoch(1)
     assert ds.windows() != w0

@@ -52,19 +52,19 @@ class TrainStream(IterableDataset):
     ):
         _check_world(rank, world_size)
         n_streams = batch_size * world_size
-        stream = np.concatenate([np.asarray([eos_id], dtype=np.int64), ids.astype(np.int64)])
-        length = (len(stream) - 1) // n_streams
+        length = len(ids) // n_streams
         if length < 2:
             raise ValueError(
                 f"{len(ids)} training tokens are too few for {n_streams} streams "
                 f"(batch_size={batch_size} x world_size={world_size})"
             )
-        used = stream[: n_streams * length + 1]
-        mine = slice(rank * batch_size, (rank + 1) * batch_size)
-        self.inputs = torch.from_numpy(used[:-1].reshape(n_streams, length)[mine].copy())
-        self.targets = torch.from_numpy(used[1:].reshape(n_streams, length)[mine].copy())
-        # Which stream-target index each (row, column) trains on; used by tests and DDP checks.
-        self.target_index = torch.arange(n_streams * length).reshape(n_streams, length)[mine]
+        # Views, never copies: ``ids`` may be a memory-mapped corpus larger than memory, and
+        # each window is read from it (and widened to int64) when it is yielded. Row r's
+        # targets are ids[r*L : (r+1)*L], its inputs the tokens one before (<eos> first).
+        rows = range(rank * batch_size, (rank + 1) * batch_size)
+        self._targets = ids[: n_streams * length].reshape(n_streams, length)[rows.start : rows.stop]
+        self._first = np.asarray([eos_id if r == 0 else ids[r * length - 1] for r in rows])
+        self.rows, self.length = rows, length
         self.bptt = bptt
         self.variable_bptt = variable_bptt
         self.seed = seed
@@ -72,6 +72,29 @@ class TrainStream(IterableDataset):
         self.dropped = len(ids) - n_streams * length
         self.start = 0  # the first window to yield (after a mid-epoch resume)
         self.trained = 0  # windows of this epoch the model has trained on
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """This rank's (B, L) targets, all of them (tests and DDP checks read them)."""
+        return torch.from_numpy(np.asarray(self._targets, dtype=np.int64))
+
+    @property
+    def target_index(self) -> torch.Tensor:
+        """Which stream-target index each (row, column) trains on (tests and DDP checks)."""
+        return torch.arange(self.rows.start * self.length, self.rows.stop * self.length).reshape(
+            len(self.rows), self.length
+        )
+
+    def window(self, i: int, n: int) -> dict[str, torch.Tensor]:
+        """The (B, n) inputs and targets of the window of columns ``i .. i+n-1``."""
+        target = np.asarray(self._targets[:, i : i + n], dtype=np.int64)
+        if i:
+            inputs = np.asarray(self._targets[:, i - 1 : i + n - 1], dtype=np.int64)
+        else:
+            inputs = np.empty_like(target)
+            inputs[:, 0] = self._first
+            inputs[:, 1:] = self._targets[:, : n - 1]
+        return {"input": torch.from_numpy(inputs), "target": torch.from_numpy(target)}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.start, self.trained = epoch, 0, 0
@@ -87,7 +110,7 @@ class TrainStream(IterableDataset):
 
     def windows(self) -> list[tuple[int, int]]:
         """(start, length) of each window of this epoch."""
-        length = self.inputs.shape[1]
+        length = self.length
         if not self.variable_bptt:
             return [(i, min(self.bptt, length - i)) for i in range(0, length, self.bptt)]
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -105,11 +128,7 @@ class TrainStream(IterableDataset):
     def __iter__(self):
         for w, (i, n) in enumerate(self.windows()):
             if w >= self.start:
-                batch = {
-                    "input": self.inputs[:, i : i + n],
-                    "target": self.targets[:, i : i + n],
-                    "window": w,
-                }
+                batch = {**self.window(i, n), "window": w}
                 if self.variable_bptt:
                     batch["bptt"] = self.bptt
                 yield batch
@@ -201,7 +220,7 @@ class SentenceBatches(IterableDataset):
         seed: int = 0,
     ):
         _check_world(rank, world_size)
-        self.ids = ids.astype(np.int64)
+        self.ids = ids  # int32, perhaps memory-mapped: rows are copied into each batch
         self.bounds = sentence_bounds(ids, eos_id)
         self.eos_id = eos_id
         self.batch_size = batch_size

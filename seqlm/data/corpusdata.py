@@ -4,11 +4,11 @@ Lightning or torch; ``prepared_data`` builds it, or the ``LMData`` that batches 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
+from seqlm.data import idcache
 from seqlm.data.corpora import SPLITS, Corpus
 from seqlm.data.download import cache_dir
 from seqlm.data.vocab import Vocab
@@ -64,8 +64,8 @@ class CorpusData:
         min_freq: keep training words seen at least this often; rarer ones become ``<unk>``.
         max_size: keep at most this many vocabulary entries (``<unk>`` and ``<eos>`` included).
         seed: seeds window lengths and sentence shuffling.
-        use_cache: keep token ids as ``.npz`` keyed by a content hash, so a second run does not
-            tokenize again.
+        use_cache: keep token ids in the id cache (``seqlm.data.idcache``), keyed by a content
+            hash: a second run does not tokenize again, and every run memory-maps the ids.
         layout: ``stream`` (contiguous windows, left-to-right models) or ``sentences`` (padded
             lines, the cloze model): the ``layout`` of the network the data feeds.
         **options: the corpus's own (``root``, ``tokenizer``, ``path``, ``max_chunks``, ...).
@@ -117,27 +117,28 @@ class CorpusData:
         return h.hexdigest()[:24]
 
     def prepare(self) -> None:
-        """Tokenize, build the vocabulary from train, encode all splits (or read the cache)."""
+        """Tokenize, build the vocabulary from train, encode all splits; with ``use_cache``,
+        into the id cache (``seqlm.data.idcache``), or memory-mapped from it when it is there."""
         if self.vocab is not None:
             return
-        key = self._cache_key()
-        path = cache_dir() / "ids" / f"{self.name}-{key}.npz"
-        if self.use_cache and path.exists():
-            with np.load(path) as z:
-                self.vocab = Vocab(json.loads(str(z["vocab"])))
-                self.ids = {s: z[s] for s in SPLITS}
+        if not self.use_cache:
+            self.vocab, self.ids = self._encode(None)
             return
-        # one streaming pass over train (vocabulary and ids together), one over each other split
-        self.vocab, train = Vocab.build_encoded(
-            self.corpus.lines("train"), self.min_freq, self.max_size
+        folder = cache_dir() / "ids" / f"{self.name}-{self._cache_key()}"
+        self.vocab, self.ids = idcache.build(folder, SPLITS, self._encode)
+
+    def _encode(self, folder: Path | None) -> tuple[Vocab, dict[str, np.ndarray]]:
+        """One streaming pass over train (vocabulary and ids together), one over each other
+        split; the ids in memory, or written to ``folder/{split}.ids`` as they come."""
+        where = {
+            s: None if folder is None else folder / idcache.SPLIT_FILE.format(s) for s in SPLITS
+        }
+        vocab, train = Vocab.build_encoded(
+            self.corpus.lines("train"), self.min_freq, self.max_size, where["train"]
         )
-        self.ids = {"train": train}
-        self.ids.update({s: self.vocab.to_array(self.corpus.lines(s)) for s in SPLITS[1:]})
-        if self.use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{key}.tmp.npz")
-            np.savez(tmp, vocab=json.dumps(self.vocab.itos), **self.ids)
-            tmp.replace(path)
+        ids = {"train": train}
+        ids.update({s: vocab.to_array(self.corpus.lines(s), where[s]) for s in SPLITS[1:]})
+        return vocab, ids
 
     # -- what evaluation needs beside the tokens ---------------------------------------------
     def extras(self, split: str) -> dict[str, np.ndarray]:

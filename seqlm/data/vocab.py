@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,17 @@ class Vocab:
 
     @classmethod
     def build_encoded(
-        cls, lines: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None
+        cls,
+        lines: Iterable[list[str]],
+        min_freq: int = 1,
+        max_size: int | None = None,
+        path: Path | None = None,
     ) -> tuple[Vocab, np.ndarray]:
         """``build`` and ``to_array`` of the same lines in one streaming pass: each token gets
         an id in order of first appearance, the ids are counted with ``bincount``, and a
         permutation renumbers them by falling frequency (ties by first appearance, as
-        ``Counter.most_common`` orders them). Memory: the int32 ids and one entry per type."""
+        ``Counter.most_common`` orders them). Memory: the int32 ids and one entry per type;
+        with ``path``, one entry per type, the ids going to that file (``to_array``)."""
         if min_freq < 1:
             raise SeqlmError(f"data.min_freq={min_freq} must be >= 1")
         if max_size is not None and max_size < 3:
@@ -56,7 +61,7 @@ class Vocab:
         first: defaultdict[str, int] = defaultdict()
         first.default_factory = first.__len__  # an unseen token gets the next id
         first[UNK], first[EOS] = 0, 1  # a corpus' literal <unk> (PTB has one) is our <unk>
-        raw = _encode(lines, first.__getitem__)
+        raw = _encode(lines, first.__getitem__, path)
         counts = np.zeros(len(first), dtype=np.int64)
         for a in range(0, len(raw), BLOCK):  # bincount copies to int64: a block at a time
             counts += np.bincount(raw[a : a + BLOCK], minlength=len(first))
@@ -71,6 +76,8 @@ class Vocab:
         renumber[order] = np.arange(2, len(order) + 2, dtype=np.int32)
         for a in range(0, len(raw), BLOCK):  # in place, in blocks: no second corpus-sized array
             raw[a : a + BLOCK] = renumber[raw[a : a + BLOCK]]
+        if isinstance(raw, np.memmap):
+            raw.flush()
         types = np.asarray(list(first), dtype=object)
         return cls([UNK, EOS, *types[order].tolist()]), raw
 
@@ -108,9 +115,10 @@ class Vocab:
         except (OSError, ValueError) as e:
             raise SeqlmError(f"{path}: not a seqlm vocabulary ({e})") from None
 
-    def to_array(self, lines: Iterable[list[str]]) -> np.ndarray:
-        """All lines as one int32 id stream, each line followed by ``<eos>``."""
-        return _encode(lines, _OrUnk(self.stoi).__getitem__)
+    def to_array(self, lines: Iterable[list[str]], path: Path | None = None) -> np.ndarray:
+        """All lines as one int32 id stream, each line followed by ``<eos>``; with ``path``,
+        written there block by block (raw int32) and returned memory-mapped."""
+        return _encode(lines, _OrUnk(self.stoi).__getitem__, path)
 
 
 class _OrUnk(dict):
@@ -120,13 +128,27 @@ class _OrUnk(dict):
         return 0
 
 
-def _encode(lines: Iterable[list[str]], id_of) -> np.ndarray:
-    """int32 ids of every token, ``<eos>`` (1) after each line, built in blocks of lines so
-    that no Python list of the whole corpus exists."""
-    blocks, it = [], iter(lines)
+def _blocks(lines: Iterable[list[str]], id_of) -> Iterator[np.ndarray]:
+    """int32 ids of every token, ``<eos>`` (1) after each line, a block of lines at a time."""
+    it = iter(lines)
     while block := list(itertools.islice(it, 20_000)):
         tokens = itertools.chain.from_iterable(itertools.chain(ln, (EOS,)) for ln in block)
-        blocks.append(np.fromiter(map(id_of, tokens), dtype=np.int32))
+        yield np.fromiter(map(id_of, tokens), dtype=np.int32)
+
+
+def _encode(lines: Iterable[list[str]], id_of, path: Path | None = None) -> np.ndarray:
+    """int32 ids of every token, ``<eos>`` (1) after each line, built in blocks of lines so
+    that no Python list of the whole corpus exists. With ``path``, the blocks are appended
+    to that file as they come and the ids returned memory-mapped (writable, for the
+    renumbering of ``build_encoded``): memory holds one block, whatever the corpus's size."""
+    if path is not None:
+        n = 0
+        with open(path, "wb") as f:
+            for b in _blocks(lines, id_of):
+                b.tofile(f)
+                n += len(b)
+        return np.memmap(path, np.int32, "r+", shape=(n,)) if n else np.zeros(0, np.int32)
+    blocks = list(_blocks(lines, id_of))
     out = np.empty(sum(len(b) for b in blocks), dtype=np.int32)
     at = 0
     blocks.reverse()
