@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from seqlm.data import agreement
-from seqlm.data.download import cache_dir, download
+from seqlm.data.download import cache_dir, download, extract
 from seqlm.data.tokenize import get_tokenizer
 from seqlm.errors import SeqlmError
 
@@ -202,6 +202,54 @@ def wikitext2(root: str | None = None, tokenizer: str = "whitespace") -> FileCor
         WIKITEXT2_SHA256,
         root,
         tokenizer,
+    )
+
+
+# WikiText-103 v1 (Merity et al. 2016; CC BY-SA), tokenized: 103M training tokens, 267,735
+# words. Published as one zip; its maintainers give no sha256, so the archive and its members
+# are checked against the SHA-1s that GluonNLP's dataset code records for the same files.
+WIKITEXT103_URL = "https://wikitext.smerity.com/wikitext-103-v1.zip"
+WIKITEXT103_ARCHIVE = "sha1:0aec09a7537b58d4bb65362fee27650eeaba625a"
+WIKITEXT103_FILES = {
+    "train": "sha1:b7497e2dfe77e72cfef5e3dbc61b7b53712ac211",
+    "valid": "sha1:c326ac59dc587676d58c422eb8a03e119582f92b",
+    "test": "sha1:8a5befc548865cec54ed4273cf87dbbad60d1e47",
+}
+
+
+@dataclass
+class ZipCorpus(FileCorpus):
+    """``FileCorpus`` whose files, without a root, come out of one downloaded zip archive
+    (``urls`` names the archive's member for each split; ``archive`` is its URL and digest)."""
+
+    archive: tuple[str, str] = ("", "")
+
+    def path(self, split: str) -> Path:
+        fname = self.files[split]
+        if self.root is not None:
+            return locate(self.name, fname, self.root, "", "")
+        cached = cache_dir() / self.name / fname
+        if not cached.exists():
+            url, digest = self.archive
+            zipped = download(url, cache_dir() / self.name / url.rsplit("/", 1)[-1], digest)
+            for s in SPLITS:  # all three at once: the archive is then no longer needed
+                member = cache_dir() / self.name / self.files[s]
+                if not member.exists():
+                    extract(zipped, self.urls[s], member, self.sha256[s])
+            zipped.unlink()
+        return cached
+
+
+def wikitext103(root: str | None = None, tokenizer: str = "whitespace") -> ZipCorpus:
+    files = {s: f"wiki.{s}.tokens" for s in SPLITS}
+    return ZipCorpus(
+        "wikitext103",
+        files,
+        {s: f"wikitext-103/{f}" for s, f in files.items()},  # the archive's members
+        WIKITEXT103_FILES,
+        root,
+        tokenizer,
+        archive=(WIKITEXT103_URL, WIKITEXT103_ARCHIVE),
     )
 
 

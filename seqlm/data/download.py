@@ -30,16 +30,24 @@ def sha256_text_bytes(path: Path) -> str:
     return h.hexdigest()
 
 
+def hasher(digest: str):
+    """The algorithm and expected hex of ``digest``: a bare sha256, or ``ALGO:HEX`` for a
+    source that publishes only another hash (``sha1:...``)."""
+    algo, _, hexdigest = digest.rpartition(":")
+    return hashlib.new(algo or "sha256"), algo or "sha256", hexdigest
+
+
 def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` unless it is there already. The bytes go to a temporary file
-    beside ``dest`` and are renamed into place only once their sha256 matches, so an
-    interrupted or corrupted download never leaves a file that looks complete."""
+    beside ``dest`` and are renamed into place only once their hash (``sha256``, or a
+    ``hasher`` digest) matches, so an interrupted or corrupted download never leaves a file
+    that looks complete."""
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
-    h = hashlib.sha256()
+    h, algo, want = hasher(sha256)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -48,9 +56,9 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))
-        if h.hexdigest() != sha256:
+        if h.hexdigest() != want:
             raise SeqlmError(
-                f"{url}: downloaded file has sha256 {h.hexdigest()}, expected {sha256}; "
+                f"{url}: downloaded file has {algo} {h.hexdigest()}, expected {want}; "
                 "refusing it (corrupted or changed upstream)"
             )
         os.replace(tmp, dest)
@@ -58,6 +66,30 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
         raise SeqlmError(
             f"{url}: download failed ({e}); give the files with data.root=DIR instead"
         ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def extract(archive: Path, member: str, dest: Path, digest: str) -> Path:
+    """``member`` of the zip ``archive`` to ``dest``, checked against ``digest`` (as
+    ``download``'s) and renamed into place only then."""
+    import zipfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    h, algo, want = hasher(digest)
+    try:
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, os.fdopen(fd, "wb") as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                out.write(block)
+                h.update(block)
+        if h.hexdigest() != want:
+            raise SeqlmError(f"{archive}: {member} has {algo} {h.hexdigest()}, expected {want}")
+        os.replace(tmp, dest)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise SeqlmError(f"{archive}: cannot extract {member} ({e})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return dest
