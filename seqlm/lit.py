@@ -49,6 +49,7 @@ class LitLM(pl.LightningModule):
         self.carried: dict[str, Any] = {}  # each stage's recurrent state, detached
         self.guard = DivergenceGuard(len(vocab))
         self.tokens_seen = 0  # training targets this process has trained on (this fit)
+        self.tokens_before = 0  # training targets of every rank before this fit (a resume)
         self._tick: tuple[float, int] | None = None
         self._epoch_started = 0.0
         self._base_lrs: list[float] | None = None  # the rates a scaled step puts back
@@ -197,12 +198,21 @@ class LitLM(pl.LightningModule):
         if not all(torch.isfinite(p).all() for p in self.parameters()):
             raise self.guard.diverged(self.global_step, self._lr())
 
+    def tokens_trained(self) -> int:
+        """Training targets of every rank since the run began, resumes included (each rank
+        trains as many stream targets; sentence batches differ by a few between ranks)."""
+        world = self._trainer.world_size if self._trainer is not None else 1
+        return self.tokens_before + self.tokens_seen * world
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()
         # beside what callbacks put there (seqlm.training: the resume state, NT-ASGD's)
-        checkpoint.setdefault("seqlm", {}).update(vocab=self.vocab_tokens, config=self.run_config)
+        checkpoint.setdefault("seqlm", {}).update(
+            vocab=self.vocab_tokens, config=self.run_config, tokens_trained=self.tokens_trained()
+        )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("seqlm", {})
         self.vocab_tokens = extra.get("vocab", self.vocab_tokens)
         self.run_config = extra.get("config", self.run_config)
+        self.tokens_before = int(extra.get("tokens_trained", 0))

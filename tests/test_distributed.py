@@ -225,6 +225,16 @@ def test_sigkill_mid_epoch_then_resume_continues_with_the_next_window(tmp_path):
     # dropout draws from the restored RNG: the two runs agree to rounding
     assert a["val/ppl"] == pytest.approx(b["val/ppl"], rel=1e-9)
 
+    # history.jsonl: the same epochs, steps and training tokens as the uninterrupted run's
+    def history(d):
+        return [
+            (h["epoch"], h["step"], h["tokens"])
+            for h in map(json.loads, (d / "history.jsonl").read_text().splitlines())
+        ]
+
+    assert history(run) == history(plain) and len(history(plain)) == 2
+    assert history(plain)[1][2] == 2 * history(plain)[0][2] > 0
+
 
 RESUME_NT_ASGD = [
     *RESUME,

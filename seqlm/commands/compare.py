@@ -3,7 +3,7 @@
 ``python -m seqlm compare RUN_DIR... [out=DIR] [wandb=true]`` reads each run's
 ``metrics.json``, ``config.yaml`` and ``history.jsonl`` and writes to ``out``:
 ``comparison.md`` and ``comparison.csv`` (one row per run), ``val_ppl.png`` (validation ppl
-against optimizer steps and against wall time) and ``test_ppl.png`` (test ppl per run, with
+against training tokens and against wall time) and ``test_ppl.png`` (test ppl per run, with
 the corpus floor and the best n-gram drawn as lines). The directory of a run that did not
 finish is skipped with a note; runs with no validation to plot are named. Runs scored on a
 different vocabulary or on different test tokens are refused: their perplexities are not
@@ -117,16 +117,17 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
     plt = pyplot()
 
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in runs:
-        pts = [h for h in run.history if "val/ppl" in h]
-        if not pts:
-            continue
-        label = run.label
-        by_step.plot([h["step"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
-        by_time.plot([h["time_s"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
-    # optimizer steps, not epochs: validations inside an epoch get their own place, and a
-    # resumed run continues its own count
-    for ax, xlabel in ((by_step, "optimizer step"), (by_time, "wall time of training (s)")):
+    points = {run.label: [h for h in run.history if "val/ppl" in h] for run in runs}
+    # training tokens (runs of other batch sizes line up), else optimizer steps for histories
+    # written before tokens were recorded; never epochs: validations inside an epoch get their
+    # own place, and a resumed run continues its own count
+    x = "tokens" if all("tokens" in h for pts in points.values() for h in pts) else "step"
+    for label, pts in points.items():
+        if pts:
+            by_step.plot([h[x] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
+            by_time.plot([h["time_s"] for h in pts], [h["val/ppl"] for h in pts], "o-", label=label)
+    first = "training tokens" if x == "tokens" else "optimizer step"
+    for ax, xlabel in ((by_step, first), (by_time, "wall time of training (s)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation perplexity")
         ax.grid(True, alpha=0.3)

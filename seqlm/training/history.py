@@ -12,20 +12,33 @@ from seqlm.schema import finite
 
 
 class History(pl.Callback):
-    """``history.jsonl``: one line per validation, with the epoch, step, wall time since the
-    start of training and the validation metrics; ``compare`` plots it. Rank 0 writes; a resumed
-    run appends, its clock continuing from the last line."""
+    """``history.jsonl``: one line per validation, with the epoch, step, training targets so
+    far (``tokens``, every rank's), wall time since the start of training and the validation
+    metrics; ``compare`` plots it. Rank 0 writes; a resumed
+    run appends, its clock continuing from the checkpoint's (which it saves), else from the
+    last line."""
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0.0
         self.started = time.perf_counter()
+        self.restored = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.started = time.perf_counter()
-        if self.path.exists():  # the clock of the last validation line (other lines have none)
+        if not self.restored and self.path.exists():  # the last validation line's clock
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
             self.offset = next((r["time_s"] for r in reversed(rows) if "time_s" in r), 0.0)
+
+    def state_dict(self) -> dict[str, float]:
+        """The training time so far, kept in checkpoints: a run killed after its last
+        validation resumes with the time it had trained since."""
+        return {"time_s": self.offset + time.perf_counter() - self.started}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.offset = float(state.get("time_s", self.offset))
+        self.started = time.perf_counter()
+        self.restored = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
         val = pl_module.results.get("val")
@@ -35,6 +48,7 @@ class History(pl.Callback):
         row = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
+            "tokens": pl_module.tokens_trained(),
             "time_s": self.offset + time.perf_counter() - self.started,
             **{k: v for k, v in finite(val).items() if isinstance(v, int | float)},
         }
