@@ -181,10 +181,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     )
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
     write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights)
+    print(wer_table(metrics), flush=True)  # the result first: W&B's start-up takes seconds
     loggers = make_loggers(cfg, run_dir)
     log_worst(loggers, tables.get("test"), rows.get("test"), chosen.get("test"), inputs)
     log_final(loggers, OmegaConf.to_container(cfg, resolve=True), metrics)
-    print(wer_table(metrics))
     return finish(run_dir, metrics)
 
 
