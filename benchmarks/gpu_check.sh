@@ -2,7 +2,8 @@
 # One GPU: a 2x650 LSTM on PTB for a fixed number of steps in fp32, bf16 and fp16 mixed
 # precision (tokens/s and validation perplexity for each), then one epoch of AWD-LSTM
 # (experiment=awd_lstm_ptb: seconds for the epoch, its first validation perplexity, and whether
-# cuDNN warned about weights outside one buffer while weight drop was on).
+# cuDNN warned about weights outside one buffer while weight drop was on), then a
+# WikiText-103-shaped step with a full and an adaptive softmax.
 #   bash benchmarks/gpu_check.sh            # PTB from ../shared/data/ptb, else PTB=DIR
 # Needs a CUDA build of torch in the active environment (README, set-up).
 set -euo pipefail
@@ -55,3 +56,10 @@ if grep -q "contiguous chunk of memory" "$OUT-awd.log"; then
 else
   echo "weight drop: no cuDNN weight-format warning"
 fi
+
+# A WikiText-103-shaped step (267,735 words, 1x512 LSTM, batch 32x35), full against adaptive
+# softmax, in float32 and bf16 (the calls alone; benchmarks/softmax_step.py says what is timed).
+for precision in fp32 bf16; do
+  python benchmarks/softmax_step.py --device cuda --precision $precision --steps 20 \
+    || echo "softmax_step $precision failed"
+done
