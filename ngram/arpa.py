@@ -23,6 +23,7 @@ import numpy as np
 
 from ngram import keys as trie
 from ngram.errors import NgramError
+from ngram.files import written
 from ngram.model import BOS, EOS, UNK, NgramLM, progress_bar
 
 WRITE_BLOCK = 1 << 16  # n-grams formatted at once
@@ -41,7 +42,7 @@ def _fmt(values: np.ndarray) -> list[str]:
 def write_arpa(model: NgramLM, path: str | Path) -> None:
     """Write a backoff-form model (every smoothing but additive, MLE and stupid backoff),
     streamed in blocks of n-grams, with a progress bar for a large model on a terminal."""
-    if model._uniform is not None or not model.normalized:
+    if not model.has_arpa_form:
         raise NgramError(
             f"smoothing={model.smoothing} has no ARPA form: ARPA backs off to "
             "lower orders, this method does not (or is not normalised)"
@@ -53,7 +54,7 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     total = sum(len(k) for k in model.keys)
     bar = progress_bar(f"writing {path.name}", total, "n-gram", total)
-    with opener(path, "wt", encoding="utf-8") as f:
+    with written(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
         f.write("\\data\\\n")
         for k, keys in enumerate(model.keys, 1):
             f.write(f"ngram {k}={len(keys)}\n")
@@ -165,6 +166,15 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         sizes.append(int(m.group(2)))
     if not sizes:
         raise lines.bad("no 'ngram N=COUNT' lines after \\data\\")
+    # the arrays are sized by the header: a count the file cannot hold (a k-gram's line takes
+    # at least 2k + 2 bytes; deflate expands at most ~1032x) is refused before any allocation
+    room = path.stat().st_size * (1100 if path.suffix == ".gz" else 1)
+    for k, size in enumerate(sizes, 1):
+        if size * (2 * k + 2) > room:
+            raise NgramError(
+                f"{path}: the header claims {size} {k}-grams, more than its "
+                f"{path.stat().st_size} bytes can hold"
+            )
     model: NgramLM | None = None
     bar = progress_bar(f"reading {path.name}", sum(sizes), "n-gram", sum(sizes))
     for k, size in enumerate(sizes, 1):

@@ -21,6 +21,7 @@ from ngram import counting
 from ngram import keys as trie
 from ngram import smoothing as sm
 from ngram.errors import NgramError
+from ngram.files import written
 
 UNK, EOS, BOS = "<unk>", "</s>", "<s>"
 ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smoothing block
@@ -631,6 +632,12 @@ class NgramLM:
         """The (n, k) word ids of every stored k-gram, in table order (``<s>`` is id V)."""
         return trie.words_of(self.keys, k, self.base)
 
+    @property
+    def has_arpa_form(self) -> bool:
+        """Whether ``write_arpa`` can write it: a normalised model that backs off (not
+        additive, MLE or stupid backoff)."""
+        return self._uniform is None and self.normalized
+
     def save(self, path) -> None:
         """Every table, exactly (``.npz``, no pickle); ARPA holds only backoff-form models."""
         arrays = {
@@ -646,7 +653,8 @@ class NgramLM:
             arrays[f"logbow{k}"] = self.logbow[k]
             if self._uniform is not None:
                 arrays[f"uctx{k}"], arrays[f"ugamma{k}"] = self._uniform[k]
-        np.savez(path, **arrays)
+        with written(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path, mmap: bool = True) -> NgramLM:
@@ -657,8 +665,13 @@ class NgramLM:
             z = _npz_arrays(path, mmap)
             meta = [int(x) for x in z["meta"]]
             order, unk_id, eos_id, normalized = meta[:4]
+            itos = z["itos"]
+            if not 1 <= order <= len(z) or not (
+                0 <= unk_id < len(itos) and 0 <= eos_id < len(itos)
+            ):
+                raise ValueError(f"order {order}, <unk> {unk_id}, <eos> {eos_id}: out of range")
             m = cls(
-                [str(w) for w in z["itos"]],
+                [str(w) for w in itos],
                 order,
                 str(z["smoothing"]),
                 unk_id,
@@ -676,9 +689,12 @@ class NgramLM:
                 m.missing_bow = float(np.log(0.4))  # the first format saved only the default
             if len(meta) < 5:
                 m._from_packed_keys()
-        except (OSError, KeyError, ValueError, IndexError) as e:
-            raise NgramError(f"{path}: not an ngram model file ({e})") from None
-        m._check_tables(path)
+            m._check_tables(path)
+        except NgramError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any way a damaged file fails: one line
+            why = " ".join(f"{type(e).__name__}: {e}".split())
+            raise NgramError(f"{path}: not an ngram model file ({why})") from None
         return m
 
     def _from_packed_keys(self) -> None:
@@ -717,7 +733,8 @@ class NgramLM:
         memory map), so the check holds no copy of a large model."""
         for k in range(self.order):
             keys = self.keys[k]
-            bad = keys.dtype != np.int64 or len(keys) != len(self.logp[k]) or not _increasing(keys)
+            bad = keys.dtype != np.int64 or not _increasing(keys)
+            bad = bad or not len(keys) == len(self.logp[k]) == len(self.logbow[k])
             if k == 0:
                 bad = bad or len(keys) != self.base or keys[0] != 0 or keys[-1] != self.base - 1
             elif len(keys):

@@ -56,10 +56,16 @@ def check_network_options(args: list[str]) -> None:
 
 
 def user_error(exc: BaseException | None) -> SeqlmError | None:
-    """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it."""
+    """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it; a file that
+    could not be written or read where seqlm's own writers do not reach (a logger's, a
+    library's) is one line naming it too."""
+    from ngram.files import REASONS
+
     while exc is not None:
         if isinstance(exc, SeqlmError):
             return exc
+        if isinstance(exc, OSError) and exc.errno in REASONS and exc.filename:
+            return SeqlmError(f"{exc.filename}: {REASONS[exc.errno]}")
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -93,6 +99,31 @@ def run_name(model: str | None, experiment: str | None = None) -> str:
     """``outputs/DATE/TIME_NAME``: the experiment's name (``experiment=awd_lstm_ptb``), else the
     model's (``lstm``)."""
     return str(experiment if experiment not in (None, "null", "") else model)
+
+
+RUN_DIR_COMMANDS = ("train", "mix", "rescore")  # those that write a run directory
+
+
+def check_run_dir(command: str, overrides: list[str]) -> None:
+    """Refuse, before any work, a run directory that cannot be written (a read-only file
+    system, no permission): the given ``hydra.run.dir`` / ``hydra.sweep.dir``, or the current
+    folder that ``outputs/`` goes in."""
+    if command not in RUN_DIR_COMMANDS:
+        return
+    given = [
+        a.split("=", 1)[1]
+        for a in overrides
+        if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    target = Path(given[-1]).expanduser() if given else Path.cwd()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK):
+        return
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "the file system is read-only" if read_only else "permission denied"
+    raise SeqlmError(f"{target}: cannot write the run directory ({why})")
 
 
 def fail(message: str) -> None:
@@ -139,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_group_choices(overrides)
         check_network_options(overrides)
+        check_run_dir(command, overrides)
         overrides = quoted(overrides)
         check(command, overrides)
     except SeqlmError as e:

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqlm.files import write_text
 from seqlm.schema import finite, summary_rows
 
 
@@ -28,17 +29,14 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def write_metrics(path: Path | str, metrics: dict[str, Any]) -> None:
     """A metrics file, written atomically (a crash never leaves half a file). JSON has no NaN:
     a non-finite figure is written as ``null``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     text = json.dumps(finite(metrics), indent=2, sort_keys=True, default=str, allow_nan=False)
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    write_text(path, text + "\n")
 
 
 def summary_table(metrics: dict[str, Any]) -> str:

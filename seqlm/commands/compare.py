@@ -14,6 +14,7 @@ with the others.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from seqlm.errors import SeqlmError
+from seqlm.files import write_text, written
 from seqlm.plotting import pyplot
 from seqlm.schema import is_ngram, model_label, table_row
 
@@ -134,7 +136,8 @@ def plot_val_ppl(runs: list[Run], path: Path) -> None:
     by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_step.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -167,7 +170,8 @@ def plot_test_ppl(runs: list[Run], path: Path) -> None:
     ax.set_ylabel("test perplexity")
     ax.set_title(f"test perplexity on {runs[0].metrics.get('data/name', '?')}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -190,11 +194,12 @@ def compare(run_dirs: list[str | Path], out: str | Path) -> list[dict[str, Any]]
     rows = [r.row() for r in runs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "comparison.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS])
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "comparison.md").write_text(markdown_table(rows) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=[k for k, _ in COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "comparison.csv", table.getvalue())
+    write_text(out / "comparison.md", markdown_table(rows) + "\n")
     plot_val_ppl(runs, out / "val_ppl.png")
     plot_test_ppl(runs, out / "test_ppl.png")
     return rows

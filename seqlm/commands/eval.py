@@ -16,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from seqlm.errors import SeqlmError
+from seqlm.files import written
 from seqlm.rundir import summary_table, write_metrics
 from seqlm.schema import STAGE_OF
 from seqlm.scorers import Scorer, load_scorer, on_data
@@ -111,7 +112,6 @@ def export_tokens(scorer: Scorer, data, splits: tuple[str, ...], path: Path, lps
         lp = lps[split] if lps is not None else scorer.token_logprobs(ids, data.eval_batch_size)
         arrays[split] = np.asarray(lp, dtype=np.float64)
         arrays[f"{split}_ids"] = ids
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with written(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)
     print(f"per-token log-probabilities: {path}")

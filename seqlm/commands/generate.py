@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
+from seqlm.files import write_text
 from seqlm.scorers import Scorer, load_scorer
 
 
@@ -66,9 +67,6 @@ def run(cfg: DictConfig) -> list[str]:
         if not cfg.get("out"):
             print(texts[-1])
     if cfg.get("out"):
-        path = Path(cfg.out).expanduser()
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        tmp.replace(path)  # whole or not at all
+        path = write_text(Path(cfg.out).expanduser(), "\n".join(texts) + "\n")
         print(f"{len(texts)} samples written to {path}")
     return texts

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlm.analysis.gradflow import summary
 from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
+from seqlm.files import written
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
 from seqlm.plotting import pyplot
@@ -95,7 +96,8 @@ def plot(curves: list[Curve], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -117,7 +119,7 @@ def write(curves: list[Curve], out: Path) -> None:
     if (out / "gradients.csv").exists():
         print(f"replacing the gradients.csv and gradients.png of an earlier run in {out}")
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "gradients.csv").open("w", newline="") as f:
+    with written(out / "gradients.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "cell", "k", "mean", "std"])
         for c in curves:

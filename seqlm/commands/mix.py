@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
+from seqlm.files import write_text
 from seqlm.metrics import summarize
 from seqlm.rundir import finish, run_dir_of, write_config
 from seqlm.schema import STAGE_OF, mixture_description, run_metrics
@@ -108,7 +109,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     write_config(run_dir, cfg)
     data.vocab.save(run_dir / "vocab.json")  # the data was built before the run dir existed
     record = {"runs": [str(Path(r).resolve()) for r in runs], "weights": weights.tolist()}
-    (run_dir / "mix.json").write_text(json.dumps({**record, "em_steps": steps}, indent=2) + "\n")
+    write_text(run_dir / "mix.json", json.dumps({**record, "em_steps": steps}, indent=2) + "\n")
     for name, w in zip(names, weights):
         print(f"weight {w:.4f}  {name}")
     log_final(make_loggers(cfg, run_dir), OmegaConf.to_container(cfg, resolve=True), metrics)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqlm import rescoring as rs
 from seqlm.errors import SeqlmError
+from seqlm.files import write_text
 from seqlm.rundir import finish, run_dir_of, write_config
 from seqlm.scorers import Scorer, load_scorer
 from seqlm.tracking import log_final, make_loggers, wandb_runs
@@ -235,16 +236,10 @@ def write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights) -
             cells[1 + n_lms : 3 + n_lms] = [str(int(v)) for v in table.features[i, n_lms:]]
             errors = str(int(table.errors[i]))
             out.writerow([utt, part, line, *cells, errors, int(i in best), hyp])
-    _atomic(run_dir / "scores.tsv", scores.getvalue())
-    _atomic(run_dir / "rescored.tsv", "".join(f"{u}\t{h}\n" for u, h in picked.items()))
+    write_text(run_dir / "scores.tsv", scores.getvalue())
+    write_text(run_dir / "rescored.tsv", "".join(f"{u}\t{h}\n" for u, h in picked.items()))
     record = {k: v for k, v in metrics.items() if not k.startswith("model/")}
-    _atomic(run_dir / "rescore.json", json.dumps({**record, "search": trace}, indent=2) + "\n")
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text(run_dir / "rescore.json", json.dumps({**record, "search": trace}, indent=2) + "\n")
 
 
 def log_worst(loggers, table, rows, chosen, inputs: Inputs) -> None:

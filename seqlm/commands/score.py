@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from seqlm.data.corpora import read_text, split_lines
+from seqlm.files import write_text
 from seqlm.scorers import load_scorer
 
 
@@ -42,7 +43,7 @@ def run(cfg: DictConfig) -> list[dict]:
     if cfg.get("tokens"):
         out += ["", *token_lines(scorer, lines, kind, unit)]
     if cfg.get("output"):
-        Path(cfg.output).write_text("\n".join(out) + "\n", encoding="utf-8")
+        write_text(Path(cfg.output).expanduser(), "\n".join(out) + "\n")
     else:
         print("\n".join(out))
     return rows

@@ -4,12 +4,16 @@ counted once on the same data and scored on the same targets."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
@@ -24,6 +28,7 @@ from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
 from seqlm.tracking import log_final, make_loggers
 from seqlm.training.checkpointing import best_or_last, init_weights
+from seqlm.training.interrupt import RunLock, Stop
 from seqlm.training.launch import check_launch
 from seqlm.training.resume import last_checkpoint, resumed_config
 from seqlm.training.trainer import make_trainer, peak_memory
@@ -57,7 +62,8 @@ def train(
     lit = LitLM(container["model"], container["optim"], data.vocab.itos, container)
     if cfg.get("init_from"):
         init_weights(lit, cfg.init_from, data.vocab.itos)
-    trainer, best, loggers = make_trainer(cfg, run_dir, callbacks)
+    stop = Stop(run_dir / "checkpoints" / "last.ckpt")
+    trainer, best, loggers = make_trainer(cfg, run_dir, [*(callbacks or []), stop])
     plateau = "ReduceLROnPlateau" in str((cfg.optim.get("scheduler") or {}).get("_target_", ""))
     if plateau and cfg.trainer.get("limit_val_batches") == 0 and zero:
         print("no validation (limit_val_batches=0): the learning rate stays where it starts")
@@ -68,6 +74,19 @@ def train(
             write_metrics(run_dir / "metrics.json", e.metrics())
             log_final(loggers, container, e.metrics(), failed=True)
         raise
+    except SIGTERMException:  # Ctrl-C or SIGTERM: stopped after a step, last.ckpt written
+        stopped = {
+            "status": "interrupted",
+            "interrupted/signal": signal.Signals(stop.signum).name,
+            "train/steps": trainer.global_step,
+            "time/train_s": time.perf_counter() - started,
+            "checkpoint": str(stop.last),
+        }
+        if trainer.is_global_zero:
+            write_metrics(run_dir / "metrics.json", stopped)
+            log_final(loggers, container, stopped, failed=True)
+            print(f"interrupted at step {trainer.global_step}: resume={run_dir} continues")
+        raise SystemExit(stop.exit_code) from None
     train_s = time.perf_counter() - started
     if not evaluate:
         return {"time/train_s": train_s, "train/steps": trainer.global_step}
@@ -143,10 +162,16 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("resume"):
-        cfg, run_dir = resumed_config(cfg)
-        return train(cfg, run_dir, ckpt_path=last_checkpoint(run_dir))
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
-        raise SeqlmError(f"ckpt_path={ckpt_path}: no such checkpoint file (or use `last`)")
-    return train(cfg, ckpt_path=ckpt_path)
+    # one training per run directory, checked first: the first process of the first node
+    # holds the lock (the DDP workers Lightning starts run this command too, inside the run)
+    zero = rank_zero_only.rank == 0
+    owner = zero and os.environ.get("NODE_RANK", "0") == "0" and "LOCAL_RANK" not in os.environ
+    folder = Path(cfg.resume).expanduser() if cfg.get("resume") else run_dir_of(cfg)
+    with RunLock(folder) if owner else contextlib.nullcontext():
+        if cfg.get("resume"):
+            cfg, run_dir = resumed_config(cfg)
+            return train(cfg, run_dir, ckpt_path=last_checkpoint(run_dir))
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+            raise SeqlmError(f"ckpt_path={ckpt_path}: no such checkpoint file (or use `last`)")
+        return train(cfg, ckpt_path=ckpt_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ngram.files import reason
 from seqlm.errors import SeqlmError
 
 
@@ -63,6 +64,8 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
+        if isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and e.errno:
+            raise SeqlmError(f"{dest}: cannot write the download ({reason(e)})") from None
         raise SeqlmError(
             f"{url}: download failed ({e}); give the files with data.root=DIR instead"
         ) from None

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ngram.files import reason
 from seqlm.data.vocab import Vocab
+from seqlm.errors import SeqlmError
+from seqlm.files import alive
 
 SPLIT_FILE = "{}.ids"
 CRC_BLOCK = 1 << 24  # bytes checksummed at a time
@@ -85,12 +88,12 @@ def build(
                 f"seqlm: the id cache {folder} is damaged ({why}); rebuilding it", file=sys.stderr
             )
             shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         vocab, ids = encode(tmp)
         vocab.save(tmp / "vocab.json")
         entries = {}
@@ -107,6 +110,8 @@ def build(
         except OSError:  # another process (a DDP rank) finished first: read its folder
             if not folder.exists():
                 raise
+    except OSError as e:  # a full disk, a read-only cache: nothing is left half-written
+        raise SeqlmError(f"{folder}: cannot write the id cache ({reason(e)})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return read(folder, splits)
@@ -116,15 +121,5 @@ def remove_abandoned(folder: Path) -> None:
     """Temporary folders of ``folder`` left by processes that are gone (killed mid-write)."""
     for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -102,7 +102,9 @@ class Vocab:
         return hashlib.sha256("\n".join(self.itos).encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.itos, ensure_ascii=False, indent=0) + "\n")
+        from seqlm.files import write_text
+
+        write_text(path, json.dumps(self.itos, ensure_ascii=False, indent=0) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -112,8 +114,9 @@ class Vocab:
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
                 raise ValueError("not a JSON list of strings")
             return cls(tokens)
-        except (OSError, ValueError) as e:
-            raise SeqlmError(f"{path}: not a seqlm vocabulary ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: deep nesting
+            why = " ".join(str(e).split())[:200]
+            raise SeqlmError(f"{path}: not a seqlm vocabulary ({why})") from None
 
     def to_array(self, lines: Iterable[list[str]], path: Path | None = None) -> np.ndarray:
         """All lines as one int32 id stream, each line followed by ``<eos>``; with ``path``,

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -172,18 +170,15 @@ def load_network(path: Path) -> NetworkScorer:
     try:
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         hp, extra = ckpt["hyper_parameters"], ckpt["seqlm"]
+        target = hp["model"]["_target_"]
+        if target not in PRESET_OF:  # never instantiate what a file names: only seqlm networks
+            raise ValueError(f"model _target_ {target!r} is not a seqlm network")
         hp = {**hp, "model": with_preset_defaults(hp["model"])}
         lit = LitLM(**hp, vocab=extra["vocab"], run_config=extra["config"])
         lit.load_state_dict(ckpt["state_dict"])
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        zipfile.BadZipFile,
-        EOFError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as e:
+    except SeqlmError as e:
+        raise SeqlmError(f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any way a damaged or foreign file fails: one line
         raise SeqlmError(
             f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({type(e).__name__})"
         ) from None

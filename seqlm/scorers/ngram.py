@@ -8,7 +8,6 @@ stream across line ends, so it may use the previous sentence; an n-gram never do
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +111,13 @@ class NgramScorer(Scorer):
     def save(self, run_dir: Path, arpa: bool = True) -> Path:
         """``model.npz`` (exact, any smoothing) and, for the backoff-form methods and if
         ``arpa``, ``model.arpa``; returns the npz's path."""
-        self.model.save(run_dir / "model.npz")
-        # additive, MLE and stupid backoff have no ARPA form; model.npz holds every model exactly
-        if arpa:
-            with contextlib.suppress(NgramError):
+        try:
+            self.model.save(run_dir / "model.npz")
+            # additive, MLE and stupid backoff have no ARPA form; model.npz holds them exactly
+            if arpa and self.model.has_arpa_form:
                 write_arpa(self.model, run_dir / "model.arpa")
+        except NgramError as e:  # a full disk, a read-only folder: one line naming the file
+            raise SeqlmError(str(e)) from None
         return run_dir / "model.npz"
 
 

@@ -3,6 +3,7 @@ that a kill during a save never leaves a broken file in their place."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -14,27 +15,30 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from seqlm.errors import SeqlmError
+from seqlm.files import written
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` already writes through an fsspec transaction (a
-    temporary file, then a move). This adds what a kill or a power cut needs: the temporary
-    file sits in the checkpoint's own folder (so the rename is atomic on any file system) and
-    is ``fsync``-ed before the rename, so the old checkpoint stays whole until the new one is
-    on disk."""
+    temporary file, then a move). This adds what a kill, a power cut or a full disk needs
+    (``seqlm.files.written``): the temporary file sits in the checkpoint's own folder (so the
+    rename is atomic on any file system) and is synced before the rename, so the old
+    checkpoint stays whole until the new one is on disk; a failed write is one line that
+    names the checkpoint."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with tmp.open("wb") as f:
+        with written(path) as tmp, tmp.open("wb") as f:  # a SIGKILL leaves a dot-file, harmless
+            try:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)  # after an error; a SIGKILL leaves it, harmless
+            except RuntimeError:
+                # torch's zip writer reports a failed write as "unexpected pos": when the file
+                # system is full, say that (as an OSError, which ``written`` names the file of)
+                free = os.statvfs(tmp.parent)
+                if free.f_bavail * free.f_frsize < (1 << 20):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+                raise
 
 
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:

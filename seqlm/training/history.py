@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from seqlm.files import write_text
 from seqlm.schema import finite
 
 
@@ -52,5 +53,6 @@ class History(pl.Callback):
             "time_s": self.offset + time.perf_counter() - self.started,
             **{k: v for k, v in finite(val).items() if isinstance(v, int | float)},
         }
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        # rewritten whole with the new line (a full disk never leaves half a line)
+        old = self.path.read_text() if self.path.exists() else ""
+        write_text(self.path, old + json.dumps(row) + "\n")

@@ -1,0 +1,107 @@
+"""Stopping a training cleanly, and one training per run directory.
+
+Ctrl-C (SIGINT) and SIGTERM (what SLURM sends before it kills a job) stop a training at the
+next step boundary, never inside one: Lightning's own SIGTERM handling (it stops after the
+step, on every rank) does the stopping, and the first Ctrl-C is turned into it. ``Stop``
+then writes ``last.ckpt`` at that boundary, which a ``resume=`` continues exactly as after a
+SIGKILL; the command writes ``metrics.json`` with ``"status": "interrupted"``, finishes the
+W&B run and exits with 130 (SIGINT) or 143 (SIGTERM). A second Ctrl-C stops at once.
+
+``RunLock``: a run directory in use holds ``.lock`` with the owner's pid; a second ``train``
+into it, or a ``resume=`` of a live run, is refused, and a lock whose process is gone is taken
+over with a note.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from seqlm.errors import SeqlmError
+from seqlm.files import alive, reason
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Stop(pl.Callback):
+    """Turns the first Ctrl-C into a stop after the current step (a second one raises
+    ``KeyboardInterrupt`` at once) and saves ``last.ckpt`` when Lightning stops for a signal.
+    ``signum`` is the signal that stopped the run, ``None`` while none has."""
+
+    def __init__(self, last: Path):
+        self.last = last
+        self.signum: int | None = None
+        self._old = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._old = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signal.SIGINT
+        print("\nseqlm: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's stop after the step, on every rank
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            self.signum = self.signum or signal.SIGTERM
+            trainer.save_checkpoint(self.last)  # at a step boundary: resume continues exactly
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 1)
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` holds ``run_dir/.lock`` (the pid) for the run's length."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and alive(owner) and owner != os.getpid():
+                    raise SeqlmError(
+                        f"{self.path.parent}: in use by a running seqlm (pid {owner}); wait for "
+                        f"it, or stop it first (its lock: {self.path})"
+                    ) from None
+                print(f"seqlm: taking over the lock of a run that is gone ({self.path})")
+                self.path.unlink(missing_ok=True)
+                continue
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError as e:  # a full disk: no lock left behind, one line
+                self.path.unlink(missing_ok=True)
+                raise SeqlmError(f"{self.path}: cannot write it ({reason(e)})") from None
+            return self
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None  # half-written by a process killed between create and write: stale
+
+    def __exit__(self, *exc) -> None:
+        if self._owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
