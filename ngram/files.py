@@ -25,7 +25,7 @@ REASONS = {
 
 def reason(e: OSError) -> str:
     """What an ``OSError`` of a write means, in words."""
-    return REASONS.get(e.errno, e.strerror or type(e).__name__)
+    return REASONS.get(e.errno) or e.strerror or str(e) or type(e).__name__
 
 
 @contextmanager

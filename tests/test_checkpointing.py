@@ -25,7 +25,7 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monk
         raise OSError("killed")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
-    with pytest.raises(OSError):
+    with pytest.raises(SeqlmError, match=r"last.ckpt: cannot write it \(killed\)"):
         io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
     kept = torch.load(path, weights_only=True)

@@ -39,6 +39,10 @@ def _data_overrides(tmp_path: Path, group: str, name: str) -> list[str]:
     if group == "data" and name in ("ptb", "wikitext2", "hongloumeng"):
         folder = {"ptb": "ptb", "wikitext2": "wikitext-2", "hongloumeng": "hongloumeng"}[name]
         return [f"data.root={shared(folder)}"]
+    if group == "data" and name == "wikitext103":  # not on these machines: its file layout
+        for split in ("train", "valid", "test"):
+            (tmp_path / f"wiki.{split}.tokens").write_text(" = a = \n the cat sat \n" * 200)
+        return [f"data.root={tmp_path}"]
     if group == "data" and name == "text":
         f = tmp_path / "corpus.txt"
         f.write_text("".join(f"the cat {i % 7} sat on the mat\n" for i in range(300)))
