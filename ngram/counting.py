@@ -17,12 +17,14 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ngram import keys as trie
 from ngram.errors import NgramError
+from ngram.files import reason
 
 # Working memory per chunk position while counting is ~110 bytes (the chunk, its line
 # positions, contexts, one order's keys and the sort's copy, int64 each): chunks get a ninth of
@@ -277,7 +279,7 @@ def count_ngrams(
     out = [(first, unigrams[first])]
     chunks = -(-len(ids) // size)
     bar = progress(chunks * (2 * order - 3)) if progress is not None and order > 1 else None
-    with tempfile.TemporaryDirectory(prefix="ngram-counts-") as tmp:
+    with spill_folder() as tmp:
         prev_nodes = None
         for k in range(2, order + 1):
             trie.check_contexts(len(out[-1][0]) if k > 2 else base, base, k)
@@ -305,6 +307,21 @@ def count_ngrams(
         if bar is not None:
             bar.close()
     return out
+
+
+@contextmanager
+def spill_folder() -> Iterator[str]:
+    """A temporary folder in ``$TMPDIR`` (never another one in its place) for spilled runs;
+    a write that fails in it (a full or read-only disk) is one error naming the folder."""
+    where = os.environ.get("TMPDIR") or tempfile.gettempdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ngram-counts-", dir=where) as tmp:
+            yield tmp
+    except OSError as e:
+        raise NgramError(
+            f"{where}: cannot spill n-gram counts there ({reason(e)}); set TMPDIR to a folder "
+            "with room"
+        ) from None
 
 
 def continuation_counts(suffix_hi: np.ndarray, n_lo: int) -> np.ndarray:

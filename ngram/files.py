@@ -25,6 +25,8 @@ REASONS = {
 
 def reason(e: OSError) -> str:
     """What an ``OSError`` of a write means, in words."""
+    if e.errno is None and " requested and " in str(e):  # numpy's tofile: a short write
+        return REASONS[errno.ENOSPC]
     return REASONS.get(e.errno) or e.strerror or str(e) or type(e).__name__
 
 

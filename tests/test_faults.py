@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import HELPERS, SMALL_AGREEMENT, TINY_TRAIN, seqlm, shared
@@ -255,3 +256,21 @@ def test_a_live_run_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert "taking over the lock of a run that is gone" in r.stdout
     assert not (run / ".lock").exists()
+
+
+def test_spilled_counts_on_a_full_or_read_only_tmpdir_are_one_line(disk, monkeypatch):
+    from ngram import NgramError, counting
+
+    ids = np.random.default_rng(0).integers(2, 3000, 200_000).astype(np.int32)
+    ids[::20] = 1  # lines
+    itos = ["<unk>", "<eos>", *(f"w{i}" for i in range(2, 3000))]
+    monkeypatch.setenv("TMPDIR", str(disk))
+    fill(disk, leave=8 * 1024)
+    with pytest.raises(NgramError, match=rf"^{disk}: cannot spill n-gram counts there \(no space"):
+        NgramLM.fit_ids(ids, itos, 3, "kn", max_memory=counting.MIN_BUDGET, discount=0.5)
+    (disk / "filler").unlink()
+    read_only(disk)
+    with pytest.raises(
+        NgramError, match=rf"^{disk}: cannot spill .* \(the file system is read-only"
+    ):
+        NgramLM.fit_ids(ids, itos, 3, "kn", max_memory=counting.MIN_BUDGET, discount=0.5)
