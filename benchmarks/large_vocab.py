@@ -147,7 +147,7 @@ def speed(args) -> None:
 
 def quality(args) -> None:
     data = ["data=wikitext2", f"data.root={args.wt2}", "data.batch_size=20", "data.bptt=35"]
-    budget = f"trainer.max_time=00:00:{args.minutes:02d}:00"
+    budget = f"+trainer.max_time=00:00:{args.minutes:02d}:00"
     common = [*data, budget, "trainer.max_epochs=100", "+trainer.limit_val_batches=0"]
     runs = []
     for name, extra in (
