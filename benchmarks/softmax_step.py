@@ -8,7 +8,8 @@ The network is ``RecurrentLM`` as ``model=lstm`` builds it (one layer, embedding
 frequency-ranked ids (rank r with probability proportional to 1/(r+1)), so that the adaptive
 softmax's clusters see the share of targets a real corpus gives them. Each figure is the
 median of ``--steps`` timed steps after 3 warm-up steps (the calls alone: no data loading, no
-Lightning); peak memory is CUDA's allocator peak on a GPU, the process's peak RSS on the CPU.
+Lightning); peak memory is CUDA's allocator peak of each run on a GPU, the process's peak RSS on
+the CPU (so there, give one ``--softmax`` a process).
 """
 
 from __future__ import annotations
