@@ -137,9 +137,10 @@ def speed(args) -> None:
         f"the cache holds {ids_gb:.2f} GB of int32 ids. Every training run above then "
         "memory-maps it. The data's share is the peak RSS beside that of the same command on a "
         "corpus of the same words in 1,000 lines (the same model, optimizer and libraries): "
-        f"the pages of the map that {args.steps} steps read, and the loaders. A whole epoch "
+        f"the pages of the map that {args.steps} steps read, and the loaders (differences "
+        "within ±0.05 GB are the noise of two processes). A whole epoch "
         f"would read every page of the training ids ({train_gb:.2f} GB at most, file-backed "
-        "pages the kernel can drop). Goals (issue 22): adaptive at least 5x faster; data at "
+        "pages the kernel can drop). Goals: adaptive at least 5x faster; data at "
         "most ~0.6 GB.",
     ]
     write_section(f"Speed and memory at {vocab:,} words", "\n".join(lines) + "\n")
@@ -177,7 +178,7 @@ def quality(args) -> None:
         )
     lines += [
         "",
-        "Goals (issue 22): adaptive within 2% of the full softmax's test perplexity at >= 2x "
+        "Goals: adaptive within 2% of the full softmax's test perplexity at >= 2x "
         "its speed; bf16-mixed within 1% of float32's perplexity (here: the adaptive runs).",
     ]
     write_section("Quality at equal training time, WikiText-2", "\n".join(lines) + "\n")

@@ -8,12 +8,13 @@ import os
 from functools import partial
 from pathlib import Path
 
-from ngram.files import reason, written
+from ngram import files
+from ngram.files import reason
 from seqlm.errors import SeqlmError
 
 __all__ = ["alive", "reason", "write_text", "written"]
 
-written = partial(written, error=SeqlmError)
+written = partial(files.written, error=SeqlmError)  # `with written(path) as tmp:`
 
 
 def write_text(path: str | Path, text: str) -> Path:

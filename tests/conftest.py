@@ -15,6 +15,17 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Tiny but real: the built-in corpus at a few thousand tokens trains in a second or two.
 SMALL_AGREEMENT = ["data.sizes=[6000,1500,1500]", "data.batch_size=8", "data.bptt=20"]
+# Two short epochs of a small LSTM with dropout (so an exact resume must restore the RNG too).
+RESUMABLE = [
+    "data.sizes=[6000,1000,1000]",
+    "data.batch_size=4",
+    "data.bptt=10",
+    "model.emb_size=16",
+    "model.hidden_size=16",
+    "model.out_dropout=0.3",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
 TINY_TRAIN = [
     "trainer.max_epochs=1",
     "trainer.accelerator=cpu",

@@ -221,3 +221,24 @@ def test_fill_and_the_gradients_command_run_on_adaptive_networks(runs, tmp_path)
     with (tmp_path / "g" / "gradients.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 11 and all(0 < float(row["mean"]) < np.inf for row in rows)
+
+
+def test_a_checkpoint_from_before_the_option_loads_as_a_full_softmax_and_scores_the_same(
+    tmp_path,
+):
+    run = tmp_path / "full"
+    train(make_config("train", ["model=lstm", *SMALL_AGREEMENT, *TINY_TRAIN]), run_dir=run)
+    new = load_scorer(run)
+    ids = np.asarray(new.vocab.encode(["the", "dog", "runs", "<eos>", "the", "dogs", "run"]))
+    # the checkpoint as written before model.softmax existed: no softmax, cutoffs, div_value
+    ckpt_file = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    for key in ("softmax", "cutoffs", "div_value"):
+        del ckpt["hyper_parameters"]["model"][key]
+    old_file = tmp_path / "old.ckpt"
+    torch.save(ckpt, old_file)
+    old = load_scorer(old_file)
+    assert old.net.adaptive is None and old.net.decoder.out_features == len(new.vocab)
+    np.testing.assert_array_equal(
+        old.token_logprobs(ids), load_scorer(ckpt_file).token_logprobs(ids)
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HELPERS, preset, seqlm, shared
+from conftest import HELPERS, RESUMABLE, preset, seqlm, shared
 
 from seqlm.data.batching import TrainStream
 
@@ -141,18 +141,7 @@ def test_ddp_loss_falls_and_one_process_writes(ddp_run):
 
 
 # -- resume after SIGKILL --------------------------------------------------------------------
-RESUME = [
-    "data.sizes=[6000,1000,1000]",
-    "data.batch_size=4",
-    "data.bptt=10",
-    "model.emb_size=16",
-    "model.hidden_size=16",
-    "model.out_dropout=0.3",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "checkpoint.every_n_steps=5",
-    "logger=none",
-]
+RESUME = [*RESUMABLE, "checkpoint.every_n_steps=5", "logger=none"]
 
 
 def kill_in_second_epoch(tmp_path: Path, args: list[str], windows: int = 13):
@@ -294,3 +283,34 @@ def test_resume_refuses_another_model_and_a_missing_checkpoint_file(tmp_path):
     ):
         r = seqlm("train", *args, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(message)
+
+
+@pytest.mark.slow
+def test_a_dead_ddp_rank_stops_the_other_in_one_line_and_the_run_resumes(tmp_path):
+    run, trace = tmp_path / "run", tmp_path / "trace"
+    args = ["train", "trainer=ddp_cpu", "trainer.devices=2", *RESUME, f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqlm", *args, *trace_args(trace, sleep_s=0.05)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(HELPERS)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(trace_lines(trace).get(1, [])) < 20:
+        time.sleep(0.05)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1  # rank 1, started by rank 0's launcher
+    os.kill(int(children[0]), signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed < 60  # no hang in a collective
+    assert proc.returncode == 2, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("seqlm: error: rank 1 of the 2-process run stopped (rank 0 lost its ")
+    assert line.endswith(f"resume={run} continues from its last checkpoint")
+    r = seqlm("train", f"resume={run}", cwd=tmp_path, timeout=600)  # the same two processes
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train/world_size"] == 2 and m["train/steps"] == 2 * 75  # two whole epochs

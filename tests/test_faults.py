@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HELPERS, SMALL_AGREEMENT, TINY_TRAIN, seqlm, shared
+from conftest import HELPERS, RESUMABLE, SMALL_AGREEMENT, TINY_TRAIN, seqlm, shared
 
 from ngram import NgramLM
 from seqlm.errors import SeqlmError
@@ -172,18 +172,6 @@ def test_a_kill_during_the_arpa_write_leaves_no_arpa_file_and_a_rerun_writes_it(
 
 
 # -- Ctrl-C and SIGTERM ----------------------------------------------------------------------
-STOPPABLE = [
-    "data.sizes=[6000,1000,1000]",
-    "data.batch_size=4",
-    "data.bptt=10",
-    "model.emb_size=16",
-    "model.hidden_size=16",
-    "model.out_dropout=0.3",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-]
-
-
 def start(tmp_path: Path, args: list[str], env=None) -> tuple[subprocess.Popen, Path]:
     """``train ARGS`` in the background, slowed by the trace callback; (process, trace)."""
     trace = tmp_path / "trace"
@@ -213,7 +201,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_continues_exactly(tmp_path, 
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = "offline"
-    proc, trace = start(tmp_path, [*STOPPABLE, "logger=wandb", f"hydra.run.dir={run}"], env)
+    proc, trace = start(tmp_path, [*RESUMABLE, "logger=wandb", f"hydra.run.dir={run}"], env)
     wait_for_steps(trace, 190)  # in the second epoch (150 windows an epoch)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -228,7 +216,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_continues_exactly(tmp_path, 
     r = seqlm("train", f"resume={run}", "logger=none", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     plain = tmp_path / "plain"
-    r = seqlm("train", *STOPPABLE, "logger=none", f"hydra.run.dir={plain}", cwd=tmp_path, env=env)
+    r = seqlm("train", *RESUMABLE, "logger=none", f"hydra.run.dir={plain}", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((run / "metrics.json").read_text())
     b = json.loads((plain / "metrics.json").read_text())
@@ -239,11 +227,11 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_continues_exactly(tmp_path, 
 # -- two runs, one folder --------------------------------------------------------------------
 def test_a_live_run_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_path):
     run = tmp_path / "run"
-    proc, trace = start(tmp_path, [*STOPPABLE, "logger=none", f"hydra.run.dir={run}"])
+    proc, trace = start(tmp_path, [*RESUMABLE, "logger=none", f"hydra.run.dir={run}"])
     wait_for_steps(trace, 5)
     owner = int((run / ".lock").read_text())
     assert owner == proc.pid
-    for args in ([*STOPPABLE, "logger=none", f"hydra.run.dir={run}"], [f"resume={run}"]):
+    for args in ([*RESUMABLE, "logger=none", f"hydra.run.dir={run}"], [f"resume={run}"]):
         line = one_error_line(seqlm("train", *args, cwd=tmp_path))
         assert line == (
             f"seqlm: error: {run}: in use by a running seqlm (pid {owner}); wait for it, or stop "

@@ -87,6 +87,17 @@ def train(
             log_final(loggers, container, stopped, failed=True)
             print(f"interrupted at step {trainer.global_step}: resume={run_dir} continues")
         raise SystemExit(stop.exit_code) from None
+    except RuntimeError as e:  # a DDP rank died: this one's collective failed, not hung
+        if trainer.world_size < 2 or not peer_lost(e):
+            raise
+        rank, world = trainer.global_rank, trainer.world_size
+        others = [r for r in range(world) if r != rank]
+        dead = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {others}"
+        raise SeqlmError(
+            f"{dead} of the {world}-process run stopped (rank {rank} lost its connection to "
+            f"it at step {trainer.global_step}); resume={run_dir} continues from its last "
+            "checkpoint"
+        ) from None
     train_s = time.perf_counter() - started
     if not evaluate:
         return {"time/train_s": train_s, "train/steps": trainer.global_step}
@@ -159,6 +170,15 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     metrics = run_metrics(scorer.describe(), evaluation, facts)
     log_final(make_loggers(cfg, run_dir), container, metrics)
     return finish(run_dir, metrics)
+
+
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL")
+
+
+def peer_lost(e: RuntimeError) -> bool:
+    """Whether ``e`` is a collective that failed because another process of the run is gone
+    (gloo's and NCCL's words for it)."""
+    return any(words in str(e) for words in PEER_LOST)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -72,6 +72,8 @@ def check_softmax(
         raise SeqlmError(f"model.softmax={softmax!r} is not one of {', '.join(SOFTMAXES)}")
     if softmax == "full":
         return []
+    if not div_value >= 1:
+        raise SeqlmError(f"model.div_value={div_value} must be >= 1")
     if cutoffs is None:
         return [c for c in AUTO_CUTOFFS if c < vocab_size]
     cutoffs = list(cutoffs)
@@ -88,8 +90,6 @@ def check_softmax(
         raise SeqlmError(
             f"model.cutoffs={cutoffs}: {cutoffs[-1]} is not below the vocabulary size {vocab_size}"
         )
-    if not div_value >= 1:
-        raise SeqlmError(f"model.div_value={div_value} must be >= 1")
     return cutoffs
 
 
