@@ -1,4 +1,4 @@
-"""The three places seqlm reads a library's private internals, each behind one function.
+"""The places seqlm reads a library's private internals, each behind one function.
 
 Checked against torch 2.13.0, pytorch-lightning 2.6.6 and wandb 0.31.0 (the versions the test
 suite runs; ``pyproject.toml`` pins the ranges to them). If a release renames one of these, the
@@ -25,6 +25,13 @@ def logging_this_step(trainer: Any) -> bool:
     ``trainer.log_every_n_steps``): what its own ``LearningRateMonitor`` asks, through the
     private logger connector. ``True`` without a trainer."""
     return trainer is None or trainer._logger_connector.should_update_logs
+
+
+def launched_workers(trainer: Any) -> list:
+    """The ``subprocess.Popen`` of every DDP worker this process launched (Lightning's
+    ``_SubprocessScriptLauncher.procs``: ranks 1.. of this node, in order); empty when this
+    process launched none."""
+    return list(getattr(trainer.strategy.launcher, "procs", None) or [])
 
 
 def drop_wandb_anonymous(logger: Any) -> None:

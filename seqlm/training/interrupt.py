@@ -7,6 +7,10 @@ then writes ``last.ckpt`` at that boundary, which a ``resume=`` continues exactl
 SIGKILL; the command writes ``metrics.json`` with ``"status": "interrupted"``, finishes the
 W&B run and exits with 130 (SIGINT) or 143 (SIGTERM). A second Ctrl-C stops at once.
 
+``RankWatch``: under DDP, a process whose peer dies (a worker it launched, or the process
+that launched it) says so in one line and exits at once, before its collective fails or the
+communication library aborts it.
+
 ``RunLock``: a run directory in use holds ``.lock`` with the owner's pid; a second ``train``
 into it, or a ``resume=`` of a live run, is refused, and a lock whose process is gone is taken
 over with a note.
@@ -17,6 +21,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -65,6 +71,61 @@ class Stop(pl.Callback):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)
+
+
+class RankWatch(pl.Callback):
+    """One thread per DDP process while it trains: the first process waits on each worker it
+    launched, a worker watches that its launcher is alive. A death that is not a clean exit
+    prints one line naming the rank and ends this process (exit code 2), so nothing waits in
+    a collective for a rank that will never come; ``resume=`` continues from the last
+    checkpoint."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.active = False  # while fitting, and not stopping for a signal or an error
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.active = True
+        if trainer.world_size < 2:
+            return
+        from seqlm.compat import launched_workers
+
+        workers = launched_workers(trainer)
+        first = trainer.node_rank * trainer.num_devices
+        for i, proc in enumerate(workers, 1):
+            threading.Thread(
+                target=self._wait, args=(trainer, proc, first + i), daemon=True
+            ).start()
+        if "LOCAL_RANK" in os.environ and trainer.local_rank > 0:
+            threading.Thread(target=self._watch_launcher, args=(trainer,), daemon=True).start()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.active = False
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.active = False  # a signal's stop (every rank exits) or this rank's own error
+
+    def _wait(self, trainer, proc, rank: int) -> None:
+        code = proc.wait()
+        if code != 0 and self.active and not trainer.received_sigterm:
+            self._stop(trainer, rank, f"exit code {code}")
+
+    def _watch_launcher(self, trainer) -> None:
+        parent = os.getppid()
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        if self.active and not trainer.received_sigterm:
+            self._stop(trainer, trainer.node_rank * trainer.num_devices, "gone")
+
+    def _stop(self, trainer, rank: int, how: str) -> None:
+        print(
+            f"seqlm: error: rank {rank} of the {trainer.world_size}-process run stopped ({how}) "
+            f"at step {trainer.global_step}; resume={self.run_dir} continues from its last "
+            "checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(2)  # now: the collective this process is in would fail or hang
 
 
 class RunLock:

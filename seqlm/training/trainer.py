@@ -20,6 +20,7 @@ from seqlm.tracking import make_loggers
 from seqlm.training.averaging import NTASGD
 from seqlm.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
 from seqlm.training.history import History
+from seqlm.training.interrupt import RankWatch
 from seqlm.training.resume import ExactResume
 
 PROGRESS_EVERY = 10  # training steps per redraw of the progress bar
@@ -41,6 +42,7 @@ def make_trainer(
         *averaging,
         *ckpts,
         History(run_dir / "history.jsonl"),
+        RankWatch(run_dir),
         *monitor,
         *user,
         *(extra or []),
