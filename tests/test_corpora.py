@@ -111,6 +111,7 @@ def test_the_id_cache_is_memory_mapped_and_equals_the_in_memory_encoding(tmp_pat
     "damage, why",
     [
         (lambda d: (d / "manifest.json").unlink(), "unreadable manifest or vocabulary"),
+        (lambda d: (d / "manifest.json").write_text("[1, 2]"), "manifest.json is not a manifest"),
         (
             lambda d: (d / "train.ids").write_bytes((d / "train.ids").read_bytes()[:-4]),
             "bytes, not",

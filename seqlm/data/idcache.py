@@ -4,7 +4,8 @@ read).
 
 One folder per corpus and vocabulary setting, ``{cache}/ids/{name}-{key}/``:
 
-    train.ids, valid.ids, test.ids    raw little-endian int32 ids, <eos> after each line
+    train.ids, valid.ids, test.ids    raw int32 ids (this machine's byte order), <eos> after
+                                      each line
     vocab.json                        the vocabulary (``Vocab.save``)
     manifest.json                     written last: each split's token count and CRC-32, the
                                       vocabulary's digest
@@ -55,11 +56,13 @@ def read(folder: Path, splits: tuple[str, ...]) -> tuple[Vocab, dict[str, np.nda
         vocab = Vocab.load(folder / "vocab.json")
     except Exception as e:  # noqa: BLE001 - any failure to read means: rebuild
         raise Damaged(f"unreadable manifest or vocabulary ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+        raise Damaged("manifest.json is not a manifest")
     if vocab.digest() != manifest.get("vocab_hash"):
         raise Damaged("vocab.json does not match its manifest")
     ids = {}
     for split in splits:
-        entry = manifest.get("splits", {}).get(split)
+        entry = manifest["splits"].get(split)
         path = folder / SPLIT_FILE.format(split)
         if not isinstance(entry, dict) or not path.is_file():
             raise Damaged(f"{path.name} is missing")
