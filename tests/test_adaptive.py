@@ -111,6 +111,7 @@ def test_bf16_autocast_still_gives_float32_probabilities_that_sum_to_one():
         ({"cutoffs": [1, 10]}, "the first cutoff must be >= 2"),
         ({"cutoffs": [10], "div_value": 0.5}, "model.div_value=0.5 must be >= 1"),
         ({"softmax": "sampled"}, "model.softmax='sampled' is not one of full, adaptive"),
+        ({"cutoffs": "abc"}, "model.cutoffs='abc': seqlm.models.RecurrentLM expects None or list"),
     ],
 )
 def test_bad_softmax_options_name_the_option(options, message):
@@ -127,14 +128,15 @@ def test_null_cutoffs_take_the_frequency_ranks_below_the_vocabulary():
     assert full.adaptive is None and full.decoder.out_features == 900
 
 
-def test_a_bad_cutoff_on_the_command_line_is_one_line_before_training(tmp_path):
+def test_a_bad_cutoff_on_the_command_line_is_one_line_before_the_data_is_read(tmp_path):
     r = seqlm(
         "train",
         "model=lstm",
         "model.softmax=adaptive",
         "model.cutoffs=[50,20]",
         "logger=none",
-        *SMALL_AGREEMENT,
+        "data=text",
+        f"data.path={tmp_path / 'missing.txt'}",  # read after the check: never reached
         cwd=tmp_path,
     )
     assert r.returncode == 2

@@ -21,6 +21,7 @@ from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
+from seqlm.models.output import check_softmax
 from seqlm.quiet import silence_known_notices
 from seqlm.rundir import finish, run_dir_of, write_config, write_metrics
 from seqlm.schema import network_description, run_metrics
@@ -53,6 +54,8 @@ def train(
     if family_of(cfg.model) == "ngram":
         return train_ngram(cfg, run_dir) if zero else {}  # counting is one process's work
     check_launch(cfg)
+    if "softmax" in cfg.model:  # what can be checked of the output layer before the data
+        check_softmax(cfg.model.softmax, cfg.model.cutoffs, cfg.model.div_value, 2**31 - 1)
     if cfg.get("smoke"):
         cfg = smoke_trial(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -76,6 +76,10 @@ def check_softmax(
         raise SeqlmError(f"model.div_value={div_value} must be >= 1")
     if cutoffs is None:
         return [c for c in AUTO_CUTOFFS if c < vocab_size]
+    if isinstance(cutoffs, str) or not hasattr(cutoffs, "__iter__"):
+        raise SeqlmError(
+            f"model.cutoffs={cutoffs!r} must be a list of frequency ranks: [2000,10000]"
+        )
     cutoffs = list(cutoffs)
     if any(not isinstance(c, int) or isinstance(c, bool) for c in cutoffs):
         raise SeqlmError(f"model.cutoffs={cutoffs}: cutoffs are integers (frequency ranks)")
