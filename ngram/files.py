@@ -37,7 +37,8 @@ def written(path: str | Path, error: type[Exception] = NgramError) -> Iterator[P
     that names ``path``; the temporary file is removed whatever happens (a SIGKILL leaves a
     dot-file, never ``path``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{''.join(path.suffixes)}")
+    suffixes = "".join(path.suffixes)  # kept last: savefig and gzip read the type from them
+    tmp = path.with_name(f".{path.name.removesuffix(suffixes)}.tmp-{os.getpid()}{suffixes}")
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)

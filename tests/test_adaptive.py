@@ -18,7 +18,7 @@ from seqlm.commands.train import train
 from seqlm.data.batching import IGNORE
 from seqlm.errors import SeqlmError
 from seqlm.models.output import AdaptiveSoftmax
-from seqlm.scorers import load_scorer
+from seqlm.scorers import load_scorer, normalise_blank
 
 V, D = 50, 12
 CUTOFFS = [6, 20, 35]
@@ -212,12 +212,21 @@ def test_cache_and_dynamic_evaluation_keep_the_adaptive_distribution(runs):
     assert not np.allclose(dyn, base)
 
 
-def test_fill_and_the_gradients_command_run_on_adaptive_networks(runs, tmp_path):
-    run, _ = runs["birnn"]
-    scorer = load_scorer(run)
-    left, right = scorer.vocab.encode(["the"]), scorer.vocab.encode(["runs", "<eos>"])[:1]
+def test_fill_reads_the_adaptive_distribution_word_by_word(runs):
+    scorer = load_scorer(runs["birnn"][0])
+    net, V = scorer.net, len(scorer.vocab)
+    left, right = scorer.vocab.encode(["the"]), scorer.vocab.encode(["runs"])
     blank = scorer.blank_logprobs(left, right)
-    assert np.exp(blank).sum() == pytest.approx(1.0, abs=1e-6)
+    # brute force: each word in turn in the blank, its log-probability through the target path
+    # (the model never reads the blank, so every row gives the same distribution)
+    rows = torch.tensor([[1, *left, w, *right, 1, 1] for w in range(V)])
+    with torch.no_grad():
+        hidden = net.features(rows, torch.full((V,), rows.shape[1]))[:, len(left)]
+        each = net.target_log_probs(hidden, torch.arange(V), torch.float64).numpy()
+    np.testing.assert_allclose(blank, normalise_blank(each), rtol=0, atol=1e-6)
+
+
+def test_the_gradients_command_runs_on_an_adaptive_network(runs, tmp_path):
     r = seqlm("gradients", str(runs["lstm"][0]), "lags=10", "out=g", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     with (tmp_path / "g" / "gradients.csv").open() as f:

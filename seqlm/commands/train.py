@@ -29,7 +29,7 @@ from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
 from seqlm.tracking import log_final, make_loggers
 from seqlm.training.checkpointing import best_or_last, init_weights
-from seqlm.training.interrupt import RunLock, Stop
+from seqlm.training.interrupt import RunLock, Stop, rank_stopped
 from seqlm.training.launch import check_launch
 from seqlm.training.resume import last_checkpoint, resumed_config
 from seqlm.training.trainer import make_trainer, peak_memory
@@ -93,14 +93,11 @@ def train(
     except RuntimeError as e:  # a DDP rank died: this one's collective failed, not hung
         if trainer.world_size < 2 or not peer_lost(e):
             raise
-        rank, world = trainer.global_rank, trainer.world_size
-        others = [r for r in range(world) if r != rank]
-        dead = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {others}"
-        raise SeqlmError(
-            f"{dead} of the {world}-process run stopped (rank {rank} lost its connection to "
-            f"it at step {trainer.global_step}); resume={run_dir} continues from its last "
-            "checkpoint"
-        ) from None
+        rank = trainer.global_rank
+        others = [r for r in range(trainer.world_size) if r != rank]
+        who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {others}"
+        how = f"rank {rank} lost its connection to it"
+        raise SeqlmError(rank_stopped(who, trainer, how, run_dir)) from None
     train_s = time.perf_counter() - started
     if not evaluate:
         return {"time/train_s": train_s, "train/steps": trainer.global_step}
@@ -175,12 +172,12 @@ def train_ngram(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return finish(run_dir, metrics)
 
 
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL")
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
 
 def peer_lost(e: RuntimeError) -> bool:
     """Whether ``e`` is a collective that failed because another process of the run is gone
-    (gloo's and NCCL's words for it)."""
+    (gloo's words for it; under NCCL, ``RankWatch`` is what notices)."""
     return any(words in str(e) for words in PEER_LOST)
 
 

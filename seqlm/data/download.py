@@ -79,20 +79,17 @@ def extract(archive: Path, member: str, dest: Path, digest: str) -> Path:
     ``download``'s) and renamed into place only then."""
     import zipfile
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    from seqlm.files import written
+
     h, algo, want = hasher(digest)
     try:
-        with zipfile.ZipFile(archive) as z, z.open(member) as src, os.fdopen(fd, "wb") as out:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-        if h.hexdigest() != want:
-            raise SeqlmError(f"{archive}: {member} has {algo} {h.hexdigest()}, expected {want}")
-        os.replace(tmp, dest)
-    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, written(dest) as tmp:
+            with tmp.open("wb") as out:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    out.write(block)
+                    h.update(block)
+            if h.hexdigest() != want:  # raised inside: the member never takes dest's name
+                raise SeqlmError(f"{archive}: {member} has {algo} {h.hexdigest()}, expected {want}")
+    except (zipfile.BadZipFile, KeyError) as e:
         raise SeqlmError(f"{archive}: cannot extract {member} ({e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -118,14 +118,17 @@ class RankWatch(pl.Callback):
             self._stop(trainer, trainer.node_rank * trainer.num_devices, "gone")
 
     def _stop(self, trainer, rank: int, how: str) -> None:
-        print(
-            f"seqlm: error: rank {rank} of the {trainer.world_size}-process run stopped ({how}) "
-            f"at step {trainer.global_step}; resume={self.run_dir} continues from its last "
-            "checkpoint",
-            file=sys.stderr,
-            flush=True,
-        )
+        line = rank_stopped(f"rank {rank}", trainer, how, self.run_dir)
+        print(f"seqlm: error: {line}", file=sys.stderr, flush=True)
         os._exit(2)  # now: the collective this process is in would fail or hang
+
+
+def rank_stopped(who: str, trainer, how: str, run_dir: Path) -> str:
+    """What the survivors of a DDP run say when ``who`` (``rank 1``) stopped."""
+    return (
+        f"{who} of the {trainer.world_size}-process run stopped ({how}) at step "
+        f"{trainer.global_step}; resume={run_dir} continues from its last checkpoint"
+    )
 
 
 class RunLock:
