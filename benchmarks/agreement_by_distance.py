@@ -5,6 +5,8 @@ relatives, which need a stack), with kn3 as a flat line. Then the gradient-throu
 (``seqlm gradients``) of the same runs, trained and at initialisation.
 
     python benchmarks/agreement_by_distance.py [--out docs] [--epochs 8] [--val-every 25]
+    python benchmarks/agreement_by_distance.py --cells lstm,gru,mogrifier,mingru,minlstm \
+        --data agreement_nested --out docs/cells   # the cells after the tutorial
 
 Writes to ``--out``: ``agreement_curves.png`` (accuracy per bucket against training tokens),
 ``agreement_by_distance.md`` (time and training tokens to first reach 99% per cell and bucket,
@@ -30,7 +32,7 @@ from seqlm.commands import gradients  # noqa: E402
 from seqlm.commands.train import train  # noqa: E402
 from seqlm.metrics import BUCKETS, bucket_name  # noqa: E402
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "gru", "lstm")  # the default --cells
 DATASETS = {
     "agreement": "default grammar, distances 1-16",
     "agreement_nested": "nested, depth <= 3",
@@ -78,13 +80,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--val-every", type=int, default=25)
     ap.add_argument("--reuse", action="store_true", help="keep runs that finished (metrics.json)")
+    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated model presets")
+    ap.add_argument("--data", default=",".join(DATASETS), help="comma-separated grammars")
     args = ap.parse_args()
+    args.cells = tuple(args.cells.split(","))
+    args.data = {d: DATASETS[d] for d in args.data.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     keys = [f"val/agreement_{bucket_name(lo, hi)}" for lo, hi in BUCKETS]
     labels = [bucket_name(lo, hi)[1:] for lo, hi in BUCKETS]
     results: dict = {}
-    for data in DATASETS:
-        for model in (*CELLS, "kn3"):
+    for data in args.data:
+        for model in (*args.cells, "kn3"):
             run = args.runs / f"{data}-{model}"
             overrides = [f"model={model}", f"data={data}", "logger=none"]
             if model != "kn3":
@@ -101,14 +107,14 @@ def main() -> None:
             tokens_per_step = cfg.data.batch_size * cfg.data.bptt
             results[(data, model)] = {"run": run, "final": m, "tokens_per_step": tokens_per_step}
             print(data, model, f"test ppl {m['test/ppl']:.3f}", flush=True)
-    plot_curves(results, keys, labels, args.out / "agreement_curves.png")
+    plot_curves(results, keys, labels, args.out / "agreement_curves.png", args)
     table = report(results, keys, labels, args)
     (args.out / "agreement_by_distance.md").write_text(table)
     print(table)
-    for data in DATASETS:  # the trained runs, and the same cells at initialisation (seed 0)
-        runs = ",".join(str(results[(data, c)]["run"]) for c in CELLS)
+    for data in args.data:  # the trained runs, and the same cells at initialisation (seed 0)
+        runs = ",".join(str(results[(data, c)]["run"]) for c in args.cells)
         found = gradients.curves_of(config("gradients", [f"runs=[{runs}]", "lags=60"]))
-        for cell in CELLS:
+        for cell in args.cells:
             cfg = config("gradients", [f"model={cell}", f"data={data}", "lags=60"])
             [untrained] = gradients.curves_of(cfg)
             untrained.run = f"untrained {cell}"
@@ -118,14 +124,25 @@ def main() -> None:
         gradients.write(found, args.out / f"gradients-{data}")
 
 
-def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -> None:
+def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path, args) -> None:
     shown = [1, 2, 3, 4, 5]  # buckets 2-5, 6-10, 11-15, 16-20, 21-30
-    fig, axes = plt.subplots(len(DATASETS), len(shown), figsize=(16, 6.5), sharey=True)
-    colours = {"rnn": "#e15759", "gru": "#59a14f", "lstm": "#4e79a7", "kn3": "#b07aa1"}
-    for row, data in enumerate(DATASETS):
+    rows = len(args.data)
+    fig, axes = plt.subplots(
+        rows, len(shown), figsize=(16, 3.25 * rows + 0.5), sharey=True, squeeze=False
+    )
+    colours = {
+        "rnn": "#e15759",
+        "gru": "#59a14f",
+        "lstm": "#4e79a7",
+        "kn3": "#b07aa1",
+        "mogrifier": "#f28e2b",
+        "mingru": "#76b7b2",
+        "minlstm": "#9c755f",
+    }
+    for row, data in enumerate(args.data):
         for col, b in enumerate(shown):
             ax = axes[row][col]
-            for model in (*CELLS, "kn3"):
+            for model in (*args.cells, "kn3"):
                 r = results[(data, model)]
                 if model == "kn3":
                     final = r["final"].get(keys[b].replace("val/", "test/"))
@@ -140,7 +157,7 @@ def plot_curves(results: dict, keys: list[str], labels: list[str], path: Path) -
             ax.set_title(f"{data}: distance {labels[b]}", fontsize=9)
             ax.set_ylim(0.4, 1.02)
             ax.grid(alpha=0.3)
-            if row == len(DATASETS) - 1:
+            if row == rows - 1:
                 ax.set_xlabel("training tokens (thousands)")
         axes[row][0].set_ylabel("agreement accuracy (valid)")
     axes[0][0].legend(fontsize=8)
@@ -156,7 +173,7 @@ def report(results: dict, keys: list[str], labels: list[str], args) -> str:
         f"{args.val_every} steps, shipped defaults otherwise.",
         "",
     ]
-    for data, title in DATASETS.items():
+    for data, title in args.data.items():
         lines += [
             f"**data={data}** ({title}): time (s) and training tokens to first reach "
             f"{THRESHOLD:.0%} agreement on the validation split and hold it to the end, per "
@@ -165,7 +182,7 @@ def report(results: dict, keys: list[str], labels: list[str], args) -> str:
             "| model | " + " | ".join(labels) + " | test ppl | floor | train s |",
             "| --- |" + " ---: |" * (len(labels) + 3),
         ]
-        for model in (*CELLS, "kn3"):
+        for model in (*args.cells, "kn3"):
             r = results[(data, model)]
             m = r["final"]
             if model == "kn3":
@@ -187,7 +204,7 @@ def report(results: dict, keys: list[str], labels: list[str], args) -> str:
         lines.append("Final test accuracy per bucket:")
         lines.append("")
         lines += ["| model | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-        for model in (*CELLS, "kn3"):
+        for model in (*args.cells, "kn3"):
             m = results[(data, model)]["final"]
             cells = [_acc(m.get(k.replace("val/", "test/"))) for k in keys]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")

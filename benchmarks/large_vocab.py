@@ -57,9 +57,11 @@ def train(run_dir: Path, overrides: list[str], env: dict | None = None) -> dict:
     return {"wall_s": wall, "peak_gb": peak, **m}
 
 
-def write_section(title: str, body: str) -> None:
-    """Replace the section ``title`` of docs/large_vocab.md (or add it)."""
-    text = DOC.read_text() if DOC.exists() else "# Full and adaptive softmax\n\n"
+def write_section(
+    title: str, body: str, doc: Path = DOC, heading: str = "Full and adaptive softmax"
+) -> None:
+    """Replace the section ``title`` of ``doc`` (or add it; a new file gets ``heading``)."""
+    text = doc.read_text() if doc.exists() else f"# {heading}\n\n"
     head = f"## {title}\n"
     if head in text:
         before, rest = text.split(head, 1)
@@ -67,7 +69,7 @@ def write_section(title: str, body: str) -> None:
         text = before + head + body + ("\n## " + after[1] if len(after) > 1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + head + body
-    DOC.write_text(text.rstrip("\n") + "\n")
+    doc.write_text(text.rstrip("\n") + "\n")
 
 
 def speed(args) -> None:

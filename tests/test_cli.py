@@ -182,14 +182,17 @@ def test_cli_score_generate_fill(cli_run):
     [
         (
             ["train", "model=lstmm"],
-            "model='lstmm' is not one of birnn, deep_rnn, gru, kn2, kn3, kn4, kn5, lstm, ngram, "
-            "rnn",
+            "model='lstmm' is not one of birnn, deep_rnn, gru, kn2, kn3, kn4, kn5, lstm, mingru, "
+            "minlstm, mogrifier, ngram, rnn",
         ),
         (["train", "-m", "data=agreement,ptbb"], "data='ptbb' is not one of"),
         pytest.param(
             ["train", "data=text", "data.path=missing.txt"], "missing.txt: no such file", marks=SLOW
         ),
-        (["train", "model.cell=lstmm"], "model.cell='lstmm' is not one of rnn, lstm, gru"),
+        (
+            ["train", "model.cell=lstmm"],
+            "model.cell='lstmm' is not one of rnn, lstm, gru, mogrifier, mingru, minlstm",
+        ),
         pytest.param(
             ["eval", "ckpt=nowhere"], "ckpt='nowhere': no such file or run directory", marks=SLOW
         ),

@@ -44,7 +44,7 @@ def test_every_preset_key_is_an_argument_without_a_second_default(group, name):
 
 def test_presets_inherit_their_base_instead_of_repeating_it():
     base = OmegaConf.load(CONF_DIR / "model" / "rnn.yaml")
-    for name in ("lstm", "gru", "deep_rnn"):
+    for name in ("lstm", "gru", "deep_rnn", "mogrifier", "mingru", "minlstm"):
         own = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
         assert list(own.defaults) == ["rnn", "_self_"]
         repeated = set(own) - {"defaults"}

@@ -30,6 +30,10 @@ FAMILIES = {
     # AWD-LSTM's shape: per-layer modules, weight drop and locked dropout (off when stepping)
     "awd": [*TINY_TRAIN, "model.num_layers=2", "model.hidden_sizes=[12,16]", "model.wdrop=0.3"],
     "birnn": TINY_TRAIN,
+    # the cells after the tutorial: a state pair (mogrifier), a scan in training (min*)
+    "mogrifier": TINY_TRAIN,
+    "mingru": TINY_TRAIN,
+    "minlstm": TINY_TRAIN,
 }
 
 
@@ -43,7 +47,9 @@ def runs(tmp_path_factory):
     return base
 
 
-@pytest.mark.parametrize("name", ["kn3", "kn2", "lstm", "gru", "rnn", "awd"])
+@pytest.mark.parametrize(
+    "name", ["kn3", "kn2", "lstm", "gru", "rnn", "awd", "mogrifier", "mingru", "minlstm"]
+)
 def test_steps_sum_to_the_sentence_log_probability(runs, name):
     lm = seqlm.load(runs / name)
     lines = [lm.vocab.encode(s.split()) for s in SENTENCES]
@@ -52,7 +58,7 @@ def test_steps_sum_to_the_sentence_log_probability(runs, name):
     np.testing.assert_allclose(stepped, whole, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["kn3", "lstm", "awd"])
+@pytest.mark.parametrize("name", ["kn3", "lstm", "awd", "mogrifier", "minlstm"])
 def test_a_batch_of_states_steps_like_each_alone(runs, name):
     lm = seqlm.load(runs / name)
     lines = [lm.vocab.encode(s.split()) for s in SENTENCES[:2]] + [lm.vocab.encode(["the"] * 4)]

@@ -22,6 +22,7 @@ from seqlm.errors import Diverged, SeqlmError
 from seqlm.lit import LitLM
 from seqlm.models import layout_of
 from seqlm.models.output import check_softmax
+from seqlm.models.recurrent import check_model_options
 from seqlm.quiet import silence_known_notices
 from seqlm.rundir import finish, run_dir_of, write_config, write_metrics
 from seqlm.schema import network_description, run_metrics
@@ -56,6 +57,8 @@ def train(
     check_launch(cfg)
     if "softmax" in cfg.model:  # what can be checked of the output layer before the data
         check_softmax(cfg.model.softmax, cfg.model.cutoffs, cfg.model.div_value, 2**31 - 1)
+    if "cell" in cfg.model:  # and of the recurrent layers (the constructor checks them again)
+        check_model_options(cfg.model)
     if cfg.get("smoke"):
         cfg = smoke_trial(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -20,7 +20,7 @@ from torch import nn
 
 from seqlm.data.batching import IGNORE
 from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
-from seqlm.models.recurrent import check_options, make_rnn, run_rnn
+from seqlm.models.recurrent import cell_options, check_options, make_rnn, run_rnn
 
 
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,8 @@ class ClozeLM(LanguageModel):
 
     Args:
         vocab_size: number of tokens (set from the data, not from config).
-        cell: ``rnn`` (Elman), ``lstm`` or ``gru``, for both directions.
+        cell: ``rnn`` (Elman), ``lstm``, ``gru``, ``mogrifier``, ``mingru`` or ``minlstm``,
+            for both directions.
         emb_size: size of the word vectors.
         hidden_size: state size of each direction.
         num_layers: stacked layers in each direction.
@@ -51,6 +52,7 @@ class ClozeLM(LanguageModel):
         softmax, cutoffs, div_value: the output layer, as ``RecurrentLM``'s; an adaptive
             softmax reads ``[s_{t-1}, s'_{t+1}]`` (its head is then ``V s_{t-1} + V' s'_{t+1}``
             with the two blocks of one matrix).
+        mogrify_rounds, mogrify_rank: the Mogrifier LSTM's, as ``RecurrentLM``'s.
     """
 
     layout = "sentences"
@@ -70,6 +72,8 @@ class ClozeLM(LanguageModel):
         softmax: str,
         cutoffs: list[int] | None,
         div_value: float,
+        mogrify_rounds: int,
+        mogrify_rank: int | None,
     ):
         super().__init__()
         check_options(
@@ -81,12 +85,15 @@ class ClozeLM(LanguageModel):
                 "layer_dropout": layer_dropout,
                 "out_dropout": out_dropout,
             },
+            mogrify_rounds,
+            mogrify_rank,
         )
         cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, emb_size)
-        self.fwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
-        self.bwd = make_rnn(cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout)
+        options = cell_options(cell, nonlinearity, mogrify_rounds, mogrify_rank)
+        self.fwd = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
+        self.bwd = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
         self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if softmax == "adaptive":

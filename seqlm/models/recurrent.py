@@ -5,7 +5,8 @@
     o_t = softmax(V s_t)                 (the softmax itself lives in the loss)
 
 with f a tanh/ReLU (Elman), or the LSTM/GRU cells (tests check torch's cells against the gate
-equations written out by hand).
+equations written out by hand), or the cells that came after them (``seqlm.models.cells``: the
+Mogrifier LSTM, minGRU, minLSTM).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from torch.utils._pytree import tree_map
 
 from seqlm.compat import flat_weight_names
 from seqlm.errors import SeqlmError
+from seqlm.models.cells import CELL_CLASSES
 from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
 from seqlm.models.regularisers import (
+    OPTIONS,
     LockedDropout,
     activation_penalty,
     contiguous_views,
@@ -29,7 +32,10 @@ from seqlm.models.regularisers import (
     embedding_dropout,
 )
 
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU, **CELL_CLASSES}
+PAIRED = ("lstm", "mogrifier")  # cells whose state is a pair (h, c)
+NO_HIDDEN_MATRIX = ("mingru", "minlstm")  # gates that read x_t only: no W_hh to weight-drop
+DROPOUTS = tuple(o for o in OPTIONS if o not in ("alpha", "beta"))  # probabilities in [0, 1)
 NONLINEARITIES = ("tanh", "relu")
 
 # (L, B, H), a pair of them for an LSTM; a tuple of each layer's own for a ``LayerStack``
@@ -87,7 +93,14 @@ def run_rnn(
     return call(x, state)
 
 
-def check_options(cell: str, nonlinearity: str, num_layers: int, dropouts: dict[str, float]):
+def check_options(
+    cell: str,
+    nonlinearity: str,
+    num_layers: int,
+    dropouts: dict[str, float],
+    mogrify_rounds: int = 0,
+    mogrify_rank: int | None = None,
+):
     """Constructor validation shared by the recurrent models; names the bad option."""
     if cell not in CELLS:
         raise SeqlmError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
@@ -100,19 +113,51 @@ def check_options(cell: str, nonlinearity: str, num_layers: int, dropouts: dict[
     for name, p in dropouts.items():
         if not 0.0 <= p < 1.0:
             raise SeqlmError(f"model.{name}={p} must be in [0, 1)")
+    if not isinstance(mogrify_rounds, int) or mogrify_rounds < 0:
+        raise SeqlmError(f"model.mogrify_rounds={mogrify_rounds} must be an integer >= 0")
+    if mogrify_rank is not None and (not isinstance(mogrify_rank, int) or mogrify_rank < 1):
+        raise SeqlmError(f"model.mogrify_rank={mogrify_rank} must be null or an integer >= 1")
+    if cell in NO_HIDDEN_MATRIX and dropouts.get("wdrop"):
+        raise SeqlmError(
+            f"model.wdrop={dropouts['wdrop']}: model.cell={cell} has no hidden-to-hidden matrix "
+            "to drop (its gates read x_t only); set model.wdrop=0"
+        )
+
+
+def check_model_options(model) -> None:
+    """``check_options`` on a model config (a mapping with the preset's keys), so that a bad
+    cell option is refused before the data is read."""
+    dropouts = {k: model[k] for k in DROPOUTS if k in model}
+    check_options(
+        model["cell"],
+        model["nonlinearity"],
+        model["num_layers"],
+        dropouts,
+        model.get("mogrify_rounds", 0),
+        model.get("mogrify_rank"),
+    )
+
+
+def cell_options(cell: str, nonlinearity: str, mogrify_rounds: int, mogrify_rank: int | None):
+    """The keyword arguments of ``cell``'s module beyond its sizes."""
+    if cell == "rnn":
+        return {"nonlinearity": nonlinearity}
+    if cell == "mogrifier":
+        return {"rounds": mogrify_rounds, "rank": mogrify_rank}
+    return {}
 
 
 def make_rnn(
-    cell: str, input_size: int, hidden_size: int, num_layers: int, nonlinearity: str, dropout: float
+    cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, options: dict
 ) -> nn.Module:
-    kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+    """``num_layers`` layers of ``cell``; ``options`` as ``cell_options`` makes them."""
     return CELLS[cell](
         input_size,
         hidden_size,
         num_layers,
         batch_first=True,
         dropout=dropout if num_layers > 1 else 0.0,
-        **kwargs,
+        **options,
     )
 
 
@@ -122,7 +167,7 @@ class LayerStack(nn.Module):
     the last layer, state)``, the state a tuple of each layer's own state.
 
     Args:
-        cell, nonlinearity: as ``RecurrentLM``'s.
+        cell: as ``RecurrentLM``'s; ``options``: its module's, as ``cell_options`` makes them.
         input_size, sizes: the input's size and each layer's.
         dropouth: locked dropout on the outputs of every layer but the last.
         layer_dropout: ordinary dropout there, as ``nn.LSTM(dropout=)`` does it.
@@ -132,7 +177,7 @@ class LayerStack(nn.Module):
     def __init__(
         self,
         cell: str,
-        nonlinearity: str,
+        options: dict,
         input_size: int,
         sizes: list[int],
         dropouth: float,
@@ -142,7 +187,7 @@ class LayerStack(nn.Module):
         super().__init__()
         ins = [input_size, *sizes[:-1]]
         self.layers = nn.ModuleList(
-            make_rnn(cell, i, h, 1, nonlinearity, 0.0) for i, h in zip(ins, sizes)
+            make_rnn(cell, i, h, 1, 0.0, options) for i, h in zip(ins, sizes)
         )
         self.between = nn.Sequential(LockedDropout(dropouth), nn.Dropout(layer_dropout))
         self.wdrop = wdrop
@@ -152,11 +197,12 @@ class LayerStack(nn.Module):
         (training with ``wdrop`` only, else ``None``: the parameters themselves)."""
         if not self.training or self.wdrop == 0:
             return None
-        names = flat_weight_names(layer)
+        fused = isinstance(layer, nn.RNNBase)  # torch's own, run by one kernel
+        names = flat_weight_names(layer) if fused else [n for n, _ in layer.named_parameters()]
         weights = {n: getattr(layer, n) for n in names}
         w = weights["weight_hh_l0"]
         weights["weight_hh_l0"] = w * dropout_mask(w, w.shape, self.wdrop)
-        if w.is_cuda:  # one buffer, as cuDNN wants it (see contiguous_views)
+        if w.is_cuda and fused:  # one buffer, as cuDNN wants it (see contiguous_views)
             weights = dict(zip(names, contiguous_views([weights[n] for n in names])))
         return weights
 
@@ -177,7 +223,8 @@ class RecurrentLM(LanguageModel):
 
     Args:
         vocab_size: number of tokens (set from the data, not from config).
-        cell: ``rnn`` (Elman), ``lstm`` or ``gru``.
+        cell: ``rnn`` (Elman), ``lstm``, ``gru``, or ``mogrifier``, ``mingru``, ``minlstm``
+            (``seqlm.models.cells``).
         emb_size: size of the word vectors.
         hidden_size: size of the state ``s_t`` of each layer.
         num_layers: stacked layers; more than one is a deep RNN.
@@ -192,6 +239,8 @@ class RecurrentLM(LanguageModel):
         cutoffs: the adaptive softmax's cluster bounds, as frequency ranks (ids); null: those
             of 2000, 10000, 50000 below the vocabulary size.
         div_value: each tail cluster's projection is this many times smaller than the last.
+        mogrify_rounds, mogrify_rank: the Mogrifier LSTM's rounds and the rank of its
+            matrices (null: full); unused by the other cells.
 
     AWD-LSTM's regularisers (``seqlm.models.regularisers``; all off at their defaults):
         hidden_sizes: each layer's size (``[1150, 1150, 400]``) instead of ``hidden_size``.
@@ -232,6 +281,8 @@ class RecurrentLM(LanguageModel):
         softmax: str,
         cutoffs: list[int] | None,
         div_value: float,
+        mogrify_rounds: int,
+        mogrify_rank: int | None,
     ):
         super().__init__()
         dropouts = {
@@ -244,7 +295,7 @@ class RecurrentLM(LanguageModel):
             "dropout": dropout,
             "wdrop": wdrop,
         }
-        check_options(cell, nonlinearity, num_layers, dropouts)
+        check_options(cell, nonlinearity, num_layers, dropouts, mogrify_rounds, mogrify_rank)
         cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
         sizes = layer_sizes(hidden_size, num_layers, hidden_sizes)
         for name, value in (("alpha", alpha), ("beta", beta)):
@@ -258,14 +309,11 @@ class RecurrentLM(LanguageModel):
             )
         self.cell, self.num_layers, self.hidden_size = cell, num_layers, sizes[-1]
         self.embedding = nn.Embedding(vocab_size, emb_size)
+        options = cell_options(cell, nonlinearity, mogrify_rounds, mogrify_rank)
         if hidden_sizes is None and dropouth == 0 and wdrop == 0:
-            self.rnn = make_rnn(
-                cell, emb_size, hidden_size, num_layers, nonlinearity, layer_dropout
-            )
+            self.rnn = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
         else:
-            self.rnn = LayerStack(
-                cell, nonlinearity, emb_size, sizes, dropouth, layer_dropout, wdrop
-            )
+            self.rnn = LayerStack(cell, options, emb_size, sizes, dropouth, layer_dropout, wdrop)
         if softmax == "adaptive":
             tied = self.embedding if tie_weights else None
             self.adaptive = AdaptiveSoftmax(sizes[-1], vocab_size, cutoffs, div_value, tied)
@@ -313,7 +361,7 @@ class RecurrentLM(LanguageModel):
     def _last_layer(self, state: State) -> tuple[torch.Tensor, torch.Tensor | None]:
         if isinstance(self.rnn, LayerStack):
             state = state[-1]
-        return state if self.cell == "lstm" else (state, None)  # h (L, B, H), c or None
+        return state if self.cell in PAIRED else (state, None)  # h (L, B, H), c or None
 
     def top_state(self, state: State) -> torch.Tensor:
         """The top layer's ``s_t`` (B, H) in ``state`` (``h`` for an LSTM)."""

@@ -1,18 +1,21 @@
 """Better perplexity from models you already have, stacked: a network's base figure, then a
-neural cache, dynamic evaluation, interpolation with an n-gram, and all three together, each
-tuned on the validation split and scored on the test split, with the wall time of each.
+neural cache, dynamic evaluation, interpolation with each n-gram, and all of them together,
+each tuned on the validation split and scored on the test split, with the wall time of each.
 
-    python benchmarks/adaptation.py --net RUN_DIR --ngram RUN_DIR [--out docs/test_time.md]
+    python benchmarks/test_time.py --net RUN_DIR --ngram KN3_RUN [--ngram KN5_RUN ...] \
+        [--out docs/test_time.md] [--title "..."]
 
 Every step is a seqlm command (``eval`` with ``cache.*``/``dynamic.*``/``tokens_out``, then
 ``mix``), timed as a whole call in this process (start-up of Python and torch left out). "All
 together" reuses the settings the single searches found (no joint search), evaluates the
-network with both, and interpolates that export with the n-gram by EM on valid.
+network with both, and interpolates that export with every n-gram by EM on valid.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +40,13 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", required=True, help="a left-to-right network's run directory")
-    ap.add_argument("--ngram", required=True, help="an n-gram run directory on the same data")
+    ap.add_argument(
+        "--ngram", required=True, action="append", help="an n-gram run on the same data (repeat)"
+    )
     ap.add_argument("--cache-size", type=int, default=500)
     ap.add_argument("--dynamic-method", default="sgd")
     ap.add_argument("--out", type=Path, default=Path("docs/test_time.md"))
+    ap.add_argument("--title", default="Test-time methods, stacked")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp())
     rows = []
@@ -62,13 +68,15 @@ def main() -> None:
     )
     lr = dynamic["adapt/dynamic_lr"]
     rows.append(("+ dynamic evaluation", dynamic, t, f"{args.dynamic_method}, lr {lr}"))
-    mixed, t = timed(
-        mix.run,
-        config("mix", [f"runs=[{args.net},{args.ngram}]", "logger=none"]),
-        run_dir=work / "mix",
-    )
-    weights = ", ".join(f"{w:.3f}" for w in mixed["model/weights"])
-    rows.append(("+ n-gram interpolation", mixed, t, f"weights {weights}"))
+    for i, ngram in enumerate(args.ngram):
+        mixed, t = timed(
+            mix.run,
+            config("mix", [f"runs=[{args.net},{ngram}]", "logger=none"]),
+            run_dir=work / f"mix{i}",
+        )
+        weights = ", ".join(f"{w:.3f}" for w in mixed["model/weights"])
+        name = mixed["model/components"][-1]
+        rows.append((f"+ {name} interpolation", mixed, t, f"weights {weights}"))
     export = work / "both.npz"
     _, t1 = timed(
         eval_cmd.run,
@@ -87,7 +95,7 @@ def main() -> None:
     )
     together, t2 = timed(
         mix.run,
-        config("mix", [f"runs=[{export},{args.ngram}]", "logger=none"]),
+        config("mix", [f"runs=[{export},{','.join(args.ngram)}]", "logger=none"]),
         run_dir=work / "all",
     )
     weights = ", ".join(f"{w:.3f}" for w in together["model/weights"])
@@ -96,18 +104,20 @@ def main() -> None:
     )
 
     lines = [
-        "# Test-time methods, stacked",
+        f"# {args.title}",
         "",
         "Better perplexity from models you already have. Each row is a seqlm command:",
         "`eval cache.size=N cache.search=true` (a neural cache, Grave et al. 2017: the next word",
         "is also predicted from the recent hidden states it followed), `eval dynamic.lr=X",
         "dynamic.search=true` (dynamic evaluation, Krause et al. 2018: a gradient step on each",
-        "window after it is scored), `mix` with an n-gram run (linear interpolation, weights by EM",
-        "on valid), and all three. Every setting is tuned on the validation split and frozen for",
-        "the test split. Made by `python benchmarks/adaptation.py --net RUN --ngram RUN`; the wall",
-        "time is each call's, Python's and torch's start-up left out.",
+        "window after it is scored), `mix` with n-gram runs (linear interpolation, weights by EM",
+        "on valid), and all of them. Every setting is tuned on the validation split and frozen",
+        "for the test split. Made by `python benchmarks/test_time.py --net RUN --ngram RUN ...`;",
+        "the wall time is each call's, Python's and torch's start-up left out.",
         "",
-        f"network: `{args.net}`; n-gram: `{args.ngram}`; {time.strftime('%Y-%m-%d')}",
+        f"network: `{args.net}`; n-grams: {', '.join(f'`{n}`' for n in args.ngram)}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{time.strftime('%Y-%m-%d')}",
         "",
         "| method | val ppl | test ppl | change (test) | wall time (s) | tuned on valid |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
