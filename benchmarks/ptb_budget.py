@@ -6,7 +6,7 @@ regulariser buys, AdamW against NT-ASGD, the finetune stage, and the cells after
     python benchmarks/ptb_budget.py ablation --ptb ../shared/data/ptb [--minutes 30]
     python benchmarks/ptb_budget.py finetune --ptb ... --from RUN_DIR [--minutes 30]
     python benchmarks/ptb_budget.py cells --ptb ... [--minutes 30]
-    python benchmarks/ptb_budget.py speed --ptb ... [--tokens 7000]
+    python benchmarks/ptb_budget.py speed --ptb ... [--tokens 64000]
 
 Every run is one whole ``python -m seqlm train`` process with ``trainer.max_time`` as the
 budget (Lightning's clock: from the first step, validations included; start-up and the final
@@ -273,7 +273,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--from", dest="source", help="finetune: the run directory to start from")
     ap.add_argument("--lr", type=float, default=30.0, help="finetune: SGD's learning rate")
-    ap.add_argument("--tokens", type=int, default=7000, help="speed: training tokens per run")
+    ap.add_argument("--tokens", type=int, default=64000, help="speed: training tokens per run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per run (0: all)")
     ap.add_argument("--work", type=Path, default=Path("runs/ptb_budget"))
