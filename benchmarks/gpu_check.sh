@@ -3,7 +3,8 @@
 # precision (tokens/s and validation perplexity for each), then one epoch of AWD-LSTM
 # (experiment=awd_lstm_ptb: seconds for the epoch, its first validation perplexity, and whether
 # cuDNN warned about weights outside one buffer while weight drop was on), then a
-# WikiText-103-shaped step with a full and an adaptive softmax.
+# WikiText-103-shaped step with a full and an adaptive softmax, and the recurrent cells alone
+# (the Mogrifier LSTM, minGRU and minLSTM beside cuDNN's LSTM and GRU).
 #   bash benchmarks/gpu_check.sh            # PTB from ../shared/data/ptb, else PTB=DIR
 # Needs a CUDA build of torch in the active environment (README, set-up).
 set -euo pipefail
@@ -63,3 +64,7 @@ for precision in fp32 bf16; do
   python benchmarks/softmax_step.py --device cuda --precision $precision --steps 20 \
     || echo "softmax_step $precision failed"
 done
+
+# The recurrent layers alone (1x400, batch 32, forward and backward): the cells after the
+# tutorial beside cuDNN's LSTM and GRU, the minimal cells' parallel scan against their loop.
+python benchmarks/ptb_budget.py layers --device cuda || echo "cell layers failed"

@@ -7,6 +7,7 @@ regulariser buys, AdamW against NT-ASGD, the finetune stage, and the cells after
     python benchmarks/ptb_budget.py finetune --ptb ... --from RUN_DIR [--minutes 30]
     python benchmarks/ptb_budget.py cells --ptb ... [--minutes 30]
     python benchmarks/ptb_budget.py speed --ptb ... [--tokens 64000]
+    python benchmarks/ptb_budget.py layers --device cuda   # the layers alone, printed
 
 Every run is one whole ``python -m seqlm train`` process with ``trainer.max_time`` as the
 budget (Lightning's clock: from the first step, validations included; start-up and the final
@@ -187,7 +188,13 @@ def cells(args) -> None:
     write_section(f"Cells at {args.minutes} minutes", "\n".join(lines) + "\n", DOC, HEADING)
 
 
-def layer_timing(cell: str, T: int, form: str | None, batch: int = 32, size: int = 400) -> float:
+LAYERS = [("lstm", None), ("gru", None), ("mogrifier", None), ("mingru", "scan")]
+LAYERS += [("mingru", "sequential"), ("minlstm", "scan"), ("minlstm", "sequential")]
+
+
+def layer_timing(
+    cell: str, T: int, form: str | None, device: str = "cpu", batch: int = 32, size: int = 400
+) -> float:
     """Milliseconds of one forward and backward of a 1x``size`` layer over (batch, T)."""
     import torch
 
@@ -198,12 +205,15 @@ def layer_timing(cell: str, T: int, form: str | None, batch: int = 32, size: int
     layer = MODULES[cell](size, size, 1, batch_first=True, **options)
     if form:
         layer.form = form
-    x = torch.randn(batch, T, size, requires_grad=True)
+    layer.to(device)
+    x = torch.randn(batch, T, size, requires_grad=True, device=device)
     times = []
     for i in range(8):
         start = time.perf_counter()
         out, _ = layer(x)
         out.sum().backward()
+        if device != "cpu":
+            torch.cuda.synchronize()
         if i >= 3:  # after warm-ups
             times.append(time.perf_counter() - start)
     return 1e3 * sorted(times)[len(times) // 2]
@@ -243,33 +253,31 @@ def speed(args) -> None:
     for cell in CELLS:
         a, b = by[(cell, 35)], by[(cell, 200)]
         lines.append(f"| {cell} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
-    lines += [
-        "",
-        "The recurrent layer alone (1x400, batch 32, forward and backward, median of 5 after "
-        "3 warm-ups, milliseconds); the minimal cells in both forms:",
+    lines += ["", *layer_table("cpu")]
+    write_section("Cells: training speed", "\n".join(lines) + "\n", DOC, HEADING)
+
+
+def layer_table(device: str) -> list[str]:
+    """The recurrent layer alone on ``device``, the minimal cells in both forms."""
+    lines = [
+        f"The recurrent layer alone on {device} (1x400, batch 32, forward and backward, median "
+        "of 5 after 3 warm-ups, milliseconds); the minimal cells in both forms:",
         "",
         "| layer | T = 35 | T = 200 |",
         "| --- | ---: | ---: |",
     ]
-    for cell, form in [
-        ("lstm", None),
-        ("gru", None),
-        ("mogrifier", None),
-        ("mingru", "scan"),
-        ("mingru", "sequential"),
-        ("minlstm", "scan"),
-        ("minlstm", "sequential"),
-    ]:
+    for cell, form in LAYERS:
         name = f"{cell} ({form})" if form else cell
-        t35, t200 = layer_timing(cell, 35, form), layer_timing(cell, 200, form)
+        t35, t200 = (layer_timing(cell, T, form, device) for T in (35, 200))
         lines.append(f"| {name} | {t35:.1f} | {t200:.1f} |")
-    write_section("Cells: training speed", "\n".join(lines) + "\n", DOC, HEADING)
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["ablation", "finetune", "cells", "speed"])
-    ap.add_argument("--ptb", required=True, type=Path, help="folder with ptb.*.txt[.gz]")
+    ap.add_argument("what", choices=["ablation", "finetune", "cells", "speed", "layers"])
+    ap.add_argument("--ptb", type=Path, help="folder with ptb.*.txt[.gz]")
+    ap.add_argument("--device", default="cpu", help="layers: where to time them (cuda)")
     ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--from", dest="source", help="finetune: the run directory to start from")
     ap.add_argument("--lr", type=float, default=30.0, help="finetune: SGD's learning rate")
@@ -279,6 +287,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/ptb_budget"))
     ap.add_argument("--fresh", action="store_true", help="retrain runs that finished")
     args = ap.parse_args()
+    if args.what == "layers":  # printed only (gpu_check.sh)
+        print("\n".join(layer_table(args.device)))
+        return
+    if args.ptb is None:
+        ap.error("--ptb is required")
     args.ptb = args.ptb.resolve()
     args.work = args.work.resolve()
     {"ablation": ablation, "finetune": finetune, "cells": cells, "speed": speed}[args.what](args)
