@@ -14,8 +14,7 @@ network with both, and interpolates that export with every n-gram by EM on valid
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ from hydra import compose, initialize_config_module
 
 from seqlm.commands import eval as eval_cmd
 from seqlm.commands import mix
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from large_vocab import machine  # noqa: E402
 
 
 def config(name: str, overrides: list[str]):
@@ -115,9 +117,7 @@ def main() -> None:
         "for the test split. Made by `python benchmarks/test_time.py --net RUN --ngram RUN ...`;",
         "the wall time is each call's, Python's and torch's start-up left out.",
         "",
-        f"network: `{args.net}`; n-grams: {', '.join(f'`{n}`' for n in args.ngram)}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{time.strftime('%Y-%m-%d')}",
+        f"network: `{args.net}`; n-grams: {', '.join(f'`{n}`' for n in args.ngram)}; {machine()}",
         "",
         "| method | val ppl | test ppl | change (test) | wall time (s) | tuned on valid |",
         "| --- | ---: | ---: | ---: | ---: | --- |",

@@ -38,7 +38,8 @@ NO_HIDDEN_MATRIX = ("mingru", "minlstm")  # gates that read x_t only: no W_hh to
 DROPOUTS = tuple(o for o in OPTIONS if o not in ("alpha", "beta"))  # probabilities in [0, 1)
 NONLINEARITIES = ("tanh", "relu")
 
-# (L, B, H), a pair of them for an LSTM; a tuple of each layer's own for a ``LayerStack``
+# (L, B, H), a pair of them for an LSTM or a Mogrifier LSTM; a tuple of each layer's own for a
+# ``LayerStack``
 State = torch.Tensor | tuple | None
 
 
