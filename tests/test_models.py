@@ -9,6 +9,7 @@ from conftest import preset
 
 from seqlm.errors import SeqlmError
 from seqlm.models import RecurrentLM
+from seqlm.models.recurrent import CELLS
 
 V, E, H, B, T = 13, 5, 7, 3, 6
 
@@ -55,7 +56,7 @@ def test_recurrence_equals_hand_written_equations(cell, layers):
     torch.testing.assert_close(logits, hand_forward(model, tokens), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", [*CELLS])
 def test_left_to_right_model_is_causal(cell):
     torch.manual_seed(1)
     model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=2).eval()
@@ -68,7 +69,7 @@ def test_left_to_right_model_is_causal(cell):
     assert (a[:, 3:] - b[:, 3:]).abs().max() > 1e-4  # from it on: the input matters
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", [*CELLS])
 def test_carried_state_equals_one_long_pass(cell):
     torch.manual_seed(2)
     model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=2).eval()
