@@ -55,11 +55,14 @@ class _Layers(nn.Module):
 
     paired = False  # whether the state is an (h, c) pair
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int, dropout: float, batch_first: bool
+    ):
         super().__init__()
+        if not batch_first:
+            raise ValueError(f"{type(self).__name__} takes batch-first input only")
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.num_layers, self.dropout = num_layers, dropout
-        self.batch_first = True
+        self.num_layers, self.dropout, self.batch_first = num_layers, dropout, batch_first
 
     def _param(self, name: str, *shape: int) -> None:
         bound = 1 / math.sqrt(self.hidden_size)  # torch's init of its recurrent layers
@@ -103,7 +106,7 @@ class MogrifierLSTM(_Layers):
         rounds: int,
         rank: int | None,
     ):
-        super().__init__(input_size, hidden_size, num_layers, dropout)
+        super().__init__(input_size, hidden_size, num_layers, dropout, batch_first)
         self.rounds, self.rank = rounds, rank
         for layer in range(num_layers):
             size_in = input_size if layer == 0 else hidden_size
@@ -162,7 +165,7 @@ class _MinCell(_Layers):
         batch_first: bool = True,
         dropout: float = 0.0,
     ):
-        super().__init__(input_size, hidden_size, num_layers, dropout)
+        super().__init__(input_size, hidden_size, num_layers, dropout, batch_first)
         self.form = "auto"
         for layer in range(num_layers):
             size_in = input_size if layer == 0 else hidden_size
