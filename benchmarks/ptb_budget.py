@@ -63,7 +63,7 @@ def slug(name: str) -> str:
 
 
 def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> dict:
-    """One whole ``train`` process (reused when finished); its metrics with ``wall_s``."""
+    """One whole ``train`` process (reused when finished); its metrics."""
     done = run_dir / "metrics.json"
     if done.exists() and not args.fresh:
         return json.loads(done.read_text())
@@ -76,13 +76,9 @@ def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> d
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd]
     run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-    m = json.loads(done.read_text())
-    m["wall_s"] = time.perf_counter() - start
-    done.write_text(json.dumps(m, indent=1))
-    return m
+    return json.loads(done.read_text())
 
 
 def run_all(args, jobs: dict[str, tuple[Path, list[str]]]) -> dict[str, dict]:
@@ -238,7 +234,7 @@ def speed(args) -> None:
                     "checkpoint.every_n_steps=0",
                 ],
             )
-            rows.append((cell, bptt, steps, m["train/tokens_per_s"]))
+            rows.append((cell, bptt, m["train/tokens_per_s"]))
             print(cell, bptt, f"{m['train/tokens_per_s']:,.0f} tokens/s", flush=True)
     lines = [
         f"Machine: {machine()}. `experiment=cpu_strong model.cell=CELL model.wdrop=0` "
@@ -249,7 +245,7 @@ def speed(args) -> None:
         "| cell | tokens/s, bptt 35 | tokens/s, bptt 200 | 200 vs 35 |",
         "| --- | ---: | ---: | ---: |",
     ]
-    by = {(c, b): r for c, b, _, r in rows}
+    by = {(c, b): r for c, b, r in rows}
     for cell in CELLS:
         a, b = by[(cell, 35)], by[(cell, 200)]
         lines.append(f"| {cell} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")

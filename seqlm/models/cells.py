@@ -51,18 +51,29 @@ def log_g(v: torch.Tensor) -> torch.Tensor:
 
 
 class _Layers(nn.Module):
-    """What the three cells share: sizes, torch-style parameter names, the loop over layers."""
+    """What the three cells share: ``nn.LSTM``'s constructor (sizes, ``num_layers``,
+    ``batch_first``, ``dropout``), torch-style parameter names, the loop over layers."""
 
     paired = False  # whether the state is an (h, c) pair
 
     def __init__(
-        self, input_size: int, hidden_size: int, num_layers: int, dropout: float, batch_first: bool
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        batch_first: bool = True,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if not batch_first:
             raise ValueError(f"{type(self).__name__} takes batch-first input only")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.num_layers, self.dropout, self.batch_first = num_layers, dropout, batch_first
+
+    def layer_inputs(self):
+        """(layer, its input size) for every layer."""
+        sizes = [self.input_size] + [self.hidden_size] * (self.num_layers - 1)
+        return enumerate(sizes)
 
     def _param(self, name: str, *shape: int) -> None:
         bound = 1 / math.sqrt(self.hidden_size)  # torch's init of its recurrent layers
@@ -95,21 +106,11 @@ class MogrifierLSTM(_Layers):
 
     paired = True
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        batch_first: bool = True,
-        dropout: float = 0.0,
-        *,
-        rounds: int,
-        rank: int | None,
-    ):
-        super().__init__(input_size, hidden_size, num_layers, dropout, batch_first)
+    def __init__(self, *sizes, rounds: int, rank: int | None, **options):
+        super().__init__(*sizes, **options)
         self.rounds, self.rank = rounds, rank
-        for layer in range(num_layers):
-            size_in = input_size if layer == 0 else hidden_size
+        hidden_size = self.hidden_size
+        for layer, size_in in self.layer_inputs():
             self._param(f"weight_ih_l{layer}", 4 * hidden_size, size_in)
             self._param(f"weight_hh_l{layer}", 4 * hidden_size, hidden_size)
             self._param(f"bias_ih_l{layer}", 4 * hidden_size)
@@ -157,20 +158,12 @@ class _MinCell(_Layers):
 
     gates = 0
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        batch_first: bool = True,
-        dropout: float = 0.0,
-    ):
-        super().__init__(input_size, hidden_size, num_layers, dropout, batch_first)
+    def __init__(self, *sizes, **options):
+        super().__init__(*sizes, **options)
         self.form = "auto"
-        for layer in range(num_layers):
-            size_in = input_size if layer == 0 else hidden_size
-            self._param(f"weight_ih_l{layer}", self.gates * hidden_size, size_in)
-            self._param(f"bias_ih_l{layer}", self.gates * hidden_size)
+        for layer, size_in in self.layer_inputs():
+            self._param(f"weight_ih_l{layer}", self.gates * self.hidden_size, size_in)
+            self._param(f"bias_ih_l{layer}", self.gates * self.hidden_size)
 
     def coefficients(self, pre: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

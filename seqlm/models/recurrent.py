@@ -33,7 +33,7 @@ from seqlm.models.regularisers import (
 )
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU, **CELL_CLASSES}
-PAIRED = ("lstm", "mogrifier")  # cells whose state is a pair (h, c)
+PAIRED = ("lstm", *(n for n, c in CELL_CLASSES.items() if c.paired))  # state (h, c)
 NO_HIDDEN_MATRIX = ("mingru", "minlstm")  # gates that read x_t only: no W_hh to weight-drop
 DROPOUTS = tuple(o for o in OPTIONS if o not in ("alpha", "beta"))  # probabilities in [0, 1)
 NONLINEARITIES = ("tanh", "relu")
