@@ -1,25 +1,29 @@
 """PTB at a fixed CPU budget, one change at a time to ``experiment=cpu_strong``: what each
 regulariser buys, AdamW against NT-ASGD, the finetune stage, and the cells after the tutorial
 (Mogrifier LSTM, minGRU, minLSTM) beside the LSTM and GRU. Writes its tables into
-``docs/ptb_budget.md``, a section per subcommand.
+``docs/ptb_budget.md``, a section per table.
 
     python benchmarks/ptb_budget.py ablation --ptb ../shared/data/ptb [--minutes 30]
     python benchmarks/ptb_budget.py finetune --ptb ... --from RUN_DIR [--minutes 30]
     python benchmarks/ptb_budget.py cells --ptb ... [--minutes 30]
+    python benchmarks/ptb_budget.py all --ptb ... [--from RUN_DIR]   # the three, one queue
     python benchmarks/ptb_budget.py speed --ptb ... [--tokens 64000]
     python benchmarks/ptb_budget.py layers --device cuda   # the layers alone, printed
 
 Every run is one whole ``python -m seqlm train`` process with ``trainer.max_time`` as the
 budget (Lightning's clock: from the first step, validations included; start-up and the final
 test on the whole test split are not in it), run directories under ``--work``; a run whose
-``metrics.json`` exists is reused (``--fresh`` retrains), so a table can be finished over several
-sittings. ``--jobs 2 --threads 1`` runs two at once, each pinned to its own core: a budget of
-one core each, which the table then says.
+``metrics.json`` exists is reused (``--fresh`` retrains), so the tables can be finished over
+several sittings: ``--only NAME,...`` trains just those rows (the others show when finished,
+else as "not run yet"), ``--table`` trains nothing. Each table is rewritten after every run.
+``--jobs 2 --threads 1`` runs two at once, each pinned to its own core: a budget of one core
+each, which the table then says (each run records how it was given the machine).
 
 ``cells`` sets ``model.wdrop=0`` for every cell (the minimal cells have no hidden-to-hidden
-matrix to drop) and keeps the rest of the recipe. ``speed`` times training tokens/s of each
-cell at bptt 35 and 200 (whole processes, the same number of training tokens, no validation),
-and the recurrent layers alone, forward and backward, with the minimal cells' two forms.
+matrix to drop) and keeps the rest of the recipe; its LSTM row is the ablation's ``wdrop=0`` run
+(the same command). ``speed`` times training tokens/s of each cell at bptt 35 and 200 (whole
+processes, the same number of training tokens, no validation), and the recurrent layers alone,
+forward and backward, with the minimal cells' two forms.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +61,7 @@ ABLATION = {
     "NT-ASGD instead of AdamW": ["optim=nt_asgd", "optim.optimizer.lr=30", "optim.scheduler=null"],
 }
 CELLS = ("lstm", "gru", "mogrifier", "mingru", "minlstm")
+BUDGETED = ("cells", "ablation", "finetune")  # the order they are trained in
 
 
 def slug(name: str) -> str:
@@ -76,112 +82,153 @@ def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> d
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd]
     run_dir.mkdir(parents=True, exist_ok=True)
+    # how this run was given the machine, for its table's note
+    (run_dir.parent / f"{run_dir.name}.budget.json").write_text(
+        json.dumps({"threads": args.threads, "pinned": core is not None, "at_once": args.jobs})
+    )
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(done.read_text())
 
 
-def run_all(args, jobs: dict[str, tuple[Path, list[str]]]) -> dict[str, dict]:
-    """Every job, ``--jobs`` at a time (each pinned to its own core when more than one)."""
-    names = list(jobs)
-    if args.jobs == 1:
-        return {n: run(args, *jobs[n]) for n in names}
-    results: dict[str, dict] = {}
-
-    def worker(slot: int) -> None:
-        for n in names[slot :: args.jobs]:
-            results[n] = run(args, *jobs[n], core=slot)
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(worker, range(args.jobs)))
-    return {n: results[n] for n in names}
+def finished(run_dir: Path) -> dict | None:
+    done = run_dir / "metrics.json"
+    return json.loads(done.read_text()) if done.exists() else None
 
 
-def budget_note(args) -> str:
-    each = "one at a time"
-    if args.jobs > 1:
-        each = f"{args.jobs} runs at once, each pinned to one core"
-    threads = f", {args.threads} thread(s) each" if args.threads else ""
-    return (
-        f"Machine: {machine()}; {args.minutes} minutes of training per run "
-        f"(`trainer.max_time`), {each}{threads}. Test perplexity on the whole PTB test split "
-        "(82,430 tokens), best checkpoint by validation."
-    )
+# A row of a table: (section, name, run directory, overrides).
+Row = tuple[str, str, Path, list[str]]
 
 
-def table(rows: list[tuple[str, dict]], base: float) -> list[str]:
-    lines = [
-        "| run | val ppl | test ppl | vs first row | epochs | training tokens/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, m in rows:
-        lines.append(
-            f"| {name} | {m['val/ppl']:.2f} | {m['test/ppl']:.2f} | "
-            f"{100 * (m['test/ppl'] / base - 1):+.1f}% | {m.get('train/epochs', '')} | "
-            f"{m.get('train/tokens_per_s', 0):,.0f} |"
-        )
-    return lines
-
-
-def ablation(args) -> None:
+def rows_of(args, what: str) -> list[Row]:
     limit = [f"trainer.max_time=00:00:{args.minutes:02d}:00"]
-    jobs = {n: (args.work / f"ablation-{slug(n)}", [*o, *limit]) for n, o in ABLATION.items()}
-    results = run_all(args, jobs)
-    rows = list(results.items())
-    lines = [budget_note(args), "", *table(rows, rows[0][1]["test/ppl"])]
-    lines += [
-        "",
-        "Each row sets one regulariser of the recipe to zero (AR/TAR: both `alpha` and `beta`), "
-        "or swaps the optimiser; everything else is `experiment=cpu_strong`.",
-    ]
-    write_section(
-        f"What each regulariser buys ({args.minutes} minutes)",
-        "\n".join(lines) + "\n",
-        DOC,
-        HEADING,
-    )
-
-
-def finetune(args) -> None:
-    src = Path(args.source).resolve()
-    ckpt = src / "checkpoints" / "best.ckpt"
-    base = json.loads((src / "metrics.json").read_text())
+    if what == "ablation":
+        return [
+            (what, n, args.work / f"ablation-{slug(n)}", [*o, *limit]) for n, o in ABLATION.items()
+        ]
+    if what == "cells":
+        # the LSTM at wdrop=0 is the ablation's wdrop=0 run: the same command, trained once
+        return [
+            (
+                what,
+                c,
+                args.work / ("ablation-wdrop-0" if c == "lstm" else f"cell-{c}"),
+                ["model.wdrop=0", *limit]
+                if c == "lstm"
+                else [f"model.cell={c}", "model.wdrop=0", *limit],
+            )
+            for c in CELLS
+        ]
+    if args.source is None:  # finetune
+        return []
+    ckpt = Path(args.source).resolve() / "checkpoints" / "best.ckpt"
     extra = [
         f"init_from={ckpt}",
         "optim=nt_asgd",
         f"optim.optimizer.lr={args.lr}",
         "optim.scheduler=null",
         "optim.average_from_start=true",
-        f"trainer.max_time=00:00:{args.minutes:02d}:00",
+        *limit,
     ]
-    m = run(args, args.work / f"finetune-lr{args.lr:g}", extra)
+    return [(what, f"lr {args.lr:g}", args.work / f"finetune-lr{args.lr:g}", extra)]
+
+
+def run_all(args, rows: list[Row]) -> None:
+    """Train the rows (those ``--only`` names), ``--jobs`` at a time, each worker taking the
+    next row when its run ends (pinned to its own core when more than one); every section's
+    table is written again after each run, so a long sitting leaves its tables current."""
+    todo, seen = [], set()
+    for r in rows:  # a run shared by two tables (the LSTM at wdrop=0) is trained once
+        if (not args.only or slug(r[1]) in args.only) and r[2] not in seen:
+            todo.append(r)
+            seen.add(r[2])
+    lock = threading.Lock()
+
+    def worker(slot: int | None) -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                section, name, run_dir, overrides = todo.pop(0)
+            run(args, run_dir, overrides, core=slot)
+            with lock:
+                write_tables(args, {section})
+
+    if args.jobs == 1:
+        worker(None)
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(worker, range(args.jobs)))
+
+
+def budget_note(args, dirs: list[Path]) -> str:
+    """How the finished runs were given the machine, read from what each recorded."""
+    ways = set()
+    for d in dirs:
+        f = d.parent / f"{d.name}.budget.json"
+        b = json.loads(f.read_text()) if f.exists() else {"threads": 0, "at_once": 1}
+        each = "one at a time"
+        if b.get("at_once", 1) > 1:
+            each = f"{b['at_once']} runs at once, each pinned to one core"
+        ways.add(each + (f", {b['threads']} thread(s) each" if b.get("threads") else ""))
+    return (
+        f"Machine: {machine()}; {args.minutes} minutes of training per run "
+        f"(`trainer.max_time`), {'; '.join(sorted(ways)) or 'none run yet'}. Test perplexity on "
+        "the whole PTB test split (82,430 tokens), best checkpoint by validation."
+    )
+
+
+def table(rows: list[tuple[str, dict | None]]) -> list[str]:
     lines = [
-        budget_note(args),
-        "",
-        f"From `{src}`'s best checkpoint: `init_from=... optim=nt_asgd optim.optimizer.lr="
-        f"{args.lr:g} optim.average_from_start=true` (AWD-LSTM's finetune: SGD with the "
-        "average of every step's weights, stopped when validation stops improving).",
-        "",
-        *table(
-            [("before (the run itself)", base), ("after the finetune stage", m)], base["test/ppl"]
-        ),
+        "| run | val ppl | test ppl | vs first row | epochs | training tokens/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    write_section("The finetune stage", "\n".join(lines) + "\n", DOC, HEADING)
+    base = rows[0][1]["test/ppl"] if rows and rows[0][1] else None
+    for name, m in rows:
+        if m is None:
+            lines.append(f"| {name} | not run yet | | | | |")
+            continue
+        vs = f"{100 * (m['test/ppl'] / base - 1):+.1f}%" if base else ""
+        lines.append(
+            f"| {name} | {m['val/ppl']:.2f} | {m['test/ppl']:.2f} | {vs} | "
+            f"{m.get('train/epochs', '')} | {m.get('train/tokens_per_s', 0):,.0f} |"
+        )
+    return lines
 
 
-def cells(args) -> None:
-    limit = [f"trainer.max_time=00:00:{args.minutes:02d}:00"]
-    jobs = {
-        c: (args.work / f"cell-{c}", [f"model.cell={c}", "model.wdrop=0", *limit]) for c in CELLS
-    }
-    results = run_all(args, jobs)
-    rows = list(results.items())
-    lines = [budget_note(args), "", *table(rows, rows[0][1]["test/ppl"])]
-    lines += [
-        "",
-        "`experiment=cpu_strong model.cell=CELL model.wdrop=0`; the first row is the LSTM.",
-    ]
-    write_section(f"Cells at {args.minutes} minutes", "\n".join(lines) + "\n", DOC, HEADING)
+def write_tables(args, sections: set[str]) -> None:
+    """Each section's table from the runs finished so far."""
+    for what in sorted(sections):
+        rows = rows_of(args, what)
+        if not rows:
+            continue
+        got = [(name, finished(d)) for _, name, d, _ in rows]
+        dirs = [d for _, _, d, _ in rows if finished(d)]
+        if what == "finetune":
+            src = Path(args.source).resolve()
+            got.insert(0, ("before (the run itself)", finished(src)))
+            title = "The finetune stage"
+            text = (
+                f"From `{src}`'s best checkpoint: `init_from=... optim=nt_asgd "
+                f"optim.optimizer.lr={args.lr:g} optim.average_from_start=true` (AWD-LSTM's "
+                "finetune: SGD with the average of every step's weights). The first row is "
+                "the two-hour run itself, trained on both cores."
+            )
+        elif what == "ablation":
+            title = f"What each regulariser buys ({args.minutes} minutes)"
+            text = (
+                "Each row sets one regulariser of the recipe to zero (AR/TAR: both `alpha` "
+                "and `beta`), or swaps the optimiser; everything else is "
+                "`experiment=cpu_strong`."
+            )
+        else:
+            title = f"Cells at {args.minutes} minutes"
+            text = (
+                "`experiment=cpu_strong model.cell=CELL model.wdrop=0`; the first row is the "
+                "LSTM (the ablation's wdrop=0 run)."
+            )
+        body = [budget_note(args, dirs), "", *table(got), "", text]
+        write_section(title, "\n".join(body) + "\n", DOC, HEADING)
 
 
 LAYERS = [("lstm", None), ("gru", None), ("mogrifier", None), ("mingru", "scan")]
@@ -271,7 +318,7 @@ def layer_table(device: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["ablation", "finetune", "cells", "speed", "layers"])
+    ap.add_argument("what", choices=[*BUDGETED, "all", "speed", "layers"])
     ap.add_argument("--ptb", type=Path, help="folder with ptb.*.txt[.gz]")
     ap.add_argument("--device", default="cpu", help="layers: where to time them (cuda)")
     ap.add_argument("--minutes", type=int, default=30)
@@ -282,15 +329,36 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per run (0: all)")
     ap.add_argument("--work", type=Path, default=Path("runs/ptb_budget"))
     ap.add_argument("--fresh", action="store_true", help="retrain runs that finished")
+    ap.add_argument(
+        "--only",
+        type=lambda v: {slug(n) for n in v.split(",")},
+        default=set(),
+        help="train only these rows, by the names of the tables (letters and digits, the rest "
+        "as -: e.g. gru,wdrop-0,all-regularisers--the-recipe,nt-asgd-instead-of-adamw); "
+        "the others appear when finished, else as 'not run yet'",
+    )
+    ap.add_argument("--table", action="store_true", help="train nothing: write the tables")
     args = ap.parse_args()
     if args.what == "layers":  # printed only (gpu_check.sh)
         print("\n".join(layer_table(args.device)))
         return
     if args.ptb is None:
         ap.error("--ptb is required")
+    if args.what == "finetune" and args.source is None:
+        ap.error("finetune needs --from RUN_DIR")
     args.ptb = args.ptb.resolve()
     args.work = args.work.resolve()
-    {"ablation": ablation, "finetune": finetune, "cells": cells, "speed": speed}[args.what](args)
+    if args.what == "speed":
+        speed(args)
+    else:
+        sections = BUDGETED if args.what == "all" else (args.what,)
+        rows = [r for what in sections for r in rows_of(args, what)]
+        unknown = args.only - {slug(r[1]) for r in rows}
+        if unknown:
+            ap.error(f"--only: no row named {', '.join(sorted(unknown))}")
+        if not args.table:
+            run_all(args, rows)
+        write_tables(args, set(sections))
     print(DOC.read_text())
 
 
