@@ -92,8 +92,17 @@ def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> d
 
 
 def finished(run_dir: Path) -> dict | None:
+    """A finished run's metrics, with its validation after the first epoch (equal tokens)."""
     done = run_dir / "metrics.json"
-    return json.loads(done.read_text()) if done.exists() else None
+    if not done.exists():
+        return None
+    m = json.loads(done.read_text())
+    history = run_dir / "history.jsonl"
+    for line in history.read_text().splitlines() if history.exists() else []:
+        h = json.loads(line)
+        if h.get("epoch") == 0 and "val/ppl" in h:
+            m["epoch0/val_ppl"] = h["val/ppl"]
+    return m
 
 
 # A row of a table: (section, name, run directory, overrides).
@@ -180,17 +189,19 @@ def budget_note(args, dirs: list[Path]) -> str:
 
 def table(rows: list[tuple[str, dict | None]]) -> list[str]:
     lines = [
-        "| run | val ppl | test ppl | vs first row | epochs | training tokens/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| run | val ppl | test ppl | vs first row | val ppl after one epoch | epochs | "
+        "training tokens/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base = rows[0][1]["test/ppl"] if rows and rows[0][1] else None
     for name, m in rows:
         if m is None:
-            lines.append(f"| {name} | not run yet | | | | |")
+            lines.append(f"| {name} | not run yet | | | | | |")
             continue
         vs = f"{100 * (m['test/ppl'] / base - 1):+.1f}%" if base else ""
+        first = f"{m['epoch0/val_ppl']:.2f}" if "epoch0/val_ppl" in m else ""
         lines.append(
-            f"| {name} | {m['val/ppl']:.2f} | {m['test/ppl']:.2f} | {vs} | "
+            f"| {name} | {m['val/ppl']:.2f} | {m['test/ppl']:.2f} | {vs} | {first} | "
             f"{m.get('train/epochs', '')} | {m.get('train/tokens_per_s', 0):,.0f} |"
         )
     return lines
