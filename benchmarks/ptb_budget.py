@@ -116,18 +116,14 @@ def rows_of(args, what: str) -> list[Row]:
             (what, n, args.work / f"ablation-{slug(n)}", [*o, *limit]) for n, o in ABLATION.items()
         ]
     if what == "cells":
-        # the LSTM at wdrop=0 is the ablation's wdrop=0 run: the same command, trained once
-        return [
-            (
-                what,
-                c,
-                args.work / ("ablation-wdrop-0" if c == "lstm" else f"cell-{c}"),
-                ["model.wdrop=0", *limit]
-                if c == "lstm"
-                else [f"model.cell={c}", "model.wdrop=0", *limit],
-            )
-            for c in CELLS
-        ]
+        rows = []
+        for c in CELLS:
+            if c == "lstm":  # the ablation's wdrop=0 run: the same command, trained once
+                run_dir, overrides = args.work / "ablation-wdrop-0", ABLATION["wdrop=0"]
+            else:
+                run_dir, overrides = args.work / f"cell-{c}", [f"model.cell={c}", "model.wdrop=0"]
+            rows.append((what, c, run_dir, [*overrides, *limit]))
+        return rows
     if args.source is None:  # finetune
         return []
     ckpt = Path(args.source).resolve() / "checkpoints" / "best.ckpt"
@@ -214,7 +210,7 @@ def write_tables(args, sections: set[str]) -> None:
         if not rows:
             continue
         got = [(name, finished(d)) for _, name, d, _ in rows]
-        dirs = [d for _, _, d, _ in rows if finished(d)]
+        dirs = [d for (_, _, d, _), (_, m) in zip(rows, got) if m]
         if what == "finetune":
             src = Path(args.source).resolve()
             got.insert(0, ("before (the run itself)", finished(src)))
