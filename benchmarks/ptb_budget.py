@@ -83,12 +83,17 @@ def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> d
         cmd = ["taskset", "-c", str(core), *cmd]
     run_dir.mkdir(parents=True, exist_ok=True)
     # how this run was given the machine, for its table's note
-    (run_dir.parent / f"{run_dir.name}.budget.json").write_text(
+    budget_file(run_dir).write_text(
         json.dumps({"threads": args.threads, "pinned": core is not None, "at_once": args.jobs})
     )
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return json.loads(done.read_text())
+
+
+def budget_file(run_dir: Path) -> Path:
+    """Where a run records how it was given the machine (beside its log)."""
+    return run_dir.parent / f"{run_dir.name}.budget.json"
 
 
 def finished(run_dir: Path) -> dict | None:
@@ -170,7 +175,7 @@ def budget_note(args, dirs: list[Path]) -> str:
     """How the finished runs were given the machine, read from what each recorded."""
     ways = set()
     for d in dirs:
-        f = d.parent / f"{d.name}.budget.json"
+        f = budget_file(d)
         b = json.loads(f.read_text()) if f.exists() else {"threads": 0, "at_once": 1}
         each = "one at a time"
         if b.get("at_once", 1) > 1:
