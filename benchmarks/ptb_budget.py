@@ -4,7 +4,7 @@ regulariser buys, AdamW against NT-ASGD, the finetune stage, and the cells after
 ``docs/ptb_budget.md``, a section per table.
 
     python benchmarks/ptb_budget.py ablation --ptb ../shared/data/ptb [--minutes 30]
-    python benchmarks/ptb_budget.py finetune --ptb ... --from RUN_DIR [--minutes 30]
+    python benchmarks/ptb_budget.py finetune --ptb ... --from RUN_DIR [--lr 30,3] [--minutes 30]
     python benchmarks/ptb_budget.py cells --ptb ... [--minutes 30]
     python benchmarks/ptb_budget.py all --ptb ... [--from RUN_DIR]   # the three, one queue
     python benchmarks/ptb_budget.py speed --ptb ... [--tokens 64000]
@@ -132,15 +132,22 @@ def rows_of(args, what: str) -> list[Row]:
     if args.source is None:  # finetune
         return []
     ckpt = Path(args.source).resolve() / "checkpoints" / "best.ckpt"
-    extra = [
-        f"init_from={ckpt}",
-        "optim=nt_asgd",
-        f"optim.optimizer.lr={args.lr}",
-        "optim.scheduler=null",
-        "optim.average_from_start=true",
-        *limit,
+    return [
+        (
+            what,
+            f"lr {lr:g}",
+            args.work / f"finetune-lr{lr:g}",
+            [
+                f"init_from={ckpt}",
+                "optim=nt_asgd",
+                f"optim.optimizer.lr={lr:g}",
+                "optim.scheduler=null",
+                "optim.average_from_start=true",
+                *limit,
+            ],
+        )
+        for lr in args.lr
     ]
-    return [(what, f"lr {args.lr:g}", args.work / f"finetune-lr{args.lr:g}", extra)]
 
 
 def run_all(args, rows: list[Row]) -> None:
@@ -222,9 +229,9 @@ def write_tables(args, sections: set[str]) -> None:
             title = "The finetune stage"
             text = (
                 f"From `{src}`'s best checkpoint: `init_from=... optim=nt_asgd "
-                f"optim.optimizer.lr={args.lr:g} optim.average_from_start=true` (AWD-LSTM's "
-                "finetune: SGD with the average of every step's weights). The first row is "
-                "the two-hour run itself, trained on both cores."
+                "optim.optimizer.lr=LR optim.average_from_start=true` (AWD-LSTM's "
+                "finetune: SGD with the average of every step's weights), a row per LR. The "
+                "first row is the two-hour run itself, trained on both cores."
             )
         elif what == "ablation":
             title = f"What each regulariser buys ({args.minutes} minutes)"
@@ -335,7 +342,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="layers: where to time them (cuda)")
     ap.add_argument("--minutes", type=int, default=30)
     ap.add_argument("--from", dest="source", help="finetune: the run directory to start from")
-    ap.add_argument("--lr", type=float, default=30.0, help="finetune: SGD's learning rate")
+    ap.add_argument(
+        "--lr",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[30.0],
+        help="finetune: SGD's learning rate, or several (30,3): a run each",
+    )
     ap.add_argument("--tokens", type=int, default=64000, help="speed: training tokens per run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per run (0: all)")
