@@ -172,11 +172,16 @@ def test_a_kill_during_the_arpa_write_leaves_no_arpa_file_and_a_rerun_writes_it(
 
 
 # -- Ctrl-C and SIGTERM ----------------------------------------------------------------------
-def start(tmp_path: Path, args: list[str], env=None) -> tuple[subprocess.Popen, Path]:
-    """``train ARGS`` in the background, slowed by the trace callback; (process, trace)."""
+def start(
+    tmp_path: Path, args: list[str], env=None, hold: Path | None = None, hold_at: int = 0
+) -> tuple[subprocess.Popen, Path]:
+    """``train ARGS`` in the background, slowed by the trace callback (held before each window
+    from step ``hold_at`` on while ``hold`` exists); (process, trace)."""
     trace = tmp_path / "trace"
     callback = ["+callbacks.trace._target_=trace_callback.Trace", f"+callbacks.trace.path={trace}",
                 "+callbacks.trace.sleep_s=0.02"]  # fmt: skip
+    if hold is not None:
+        callback += [f"+callbacks.trace.hold={hold}", f"+callbacks.trace.hold_at={hold_at}"]
     env = {**(env or os.environ), "PYTHONPATH": str(HELPERS)}
     proc = subprocess.Popen([sys.executable, "-m", "seqlm", "train", *args, *callback],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -226,9 +231,11 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume_continues_exactly(tmp_path, 
 
 # -- two runs, one folder --------------------------------------------------------------------
 def test_a_live_run_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_path):
-    run = tmp_path / "run"
-    proc, trace = start(tmp_path, [*RESUMABLE, "logger=none", f"hydra.run.dir={run}"])
-    wait_for_steps(trace, 5)
+    run, hold = tmp_path / "run", tmp_path / "hold"
+    hold.touch()  # the run waits after its step-5 checkpoint: it cannot finish while others try
+    args = [*RESUMABLE, "logger=none", "checkpoint.every_n_steps=5", f"hydra.run.dir={run}"]
+    proc, trace = start(tmp_path, args, hold=hold, hold_at=5)
+    wait_for_steps(trace, 6)
     owner = int((run / ".lock").read_text())
     assert owner == proc.pid
     for args in ([*RESUMABLE, "logger=none", f"hydra.run.dir={run}"], [f"resume={run}"]):
@@ -237,8 +244,10 @@ def test_a_live_run_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_pat
             f"seqlm: error: {run}: in use by a running seqlm (pid {owner}); wait for it, or stop "
             f"it first (its lock: {run / '.lock'})"
         )
+    assert proc.poll() is None
     proc.kill()
     proc.wait()
+    hold.unlink()  # the resumed run reads the same callback
     assert (run / ".lock").exists()  # a SIGKILL leaves it: stale
     r = seqlm("train", f"resume={run}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
