@@ -228,10 +228,11 @@ def write_tables(args, sections: set[str]) -> None:
             got.insert(0, ("before (the run itself)", finished(src)))
             title = "The finetune stage"
             text = (
-                f"From `{src}`'s best checkpoint: `init_from=... optim=nt_asgd "
+                f"From `{src.name}`'s best checkpoint: `init_from=... optim=nt_asgd "
                 "optim.optimizer.lr=LR optim.average_from_start=true` (AWD-LSTM's "
                 "finetune: SGD with the average of every step's weights), a row per LR. The "
-                "first row is the two-hour run itself, trained on both cores."
+                "first row is the two-hour run itself, trained on both cores (its first epoch is "
+                "from scratch; the others' is the finetune's first)."
             )
         elif what == "ablation":
             title = f"What each regulariser buys ({args.minutes} minutes)"
