@@ -68,11 +68,10 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
 
 
-def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> dict:
-    """One whole ``train`` process (reused when finished); its metrics."""
-    done = run_dir / "metrics.json"
-    if done.exists() and not args.fresh:
-        return json.loads(done.read_text())
+def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> None:
+    """One whole ``train`` process (skipped when finished; ``finished`` reads it)."""
+    if (run_dir / "metrics.json").exists() and not args.fresh:
+        return
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "seqlm", "train", *RECIPE, f"data.root={args.ptb}"]
     cmd += [*overrides, f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false"]
@@ -88,7 +87,6 @@ def run(args, run_dir: Path, overrides: list[str], core: int | None = None) -> d
     )
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return json.loads(done.read_text())
 
 
 def budget_file(run_dir: Path) -> Path:
