@@ -30,7 +30,7 @@ from hydra import compose, initialize_config_module  # noqa: E402
 
 from seqlm.commands import gradients  # noqa: E402
 from seqlm.commands.train import train  # noqa: E402
-from seqlm.metrics import BUCKETS, bucket_name  # noqa: E402
+from seqlm.evaluation.summary import BUCKETS, bucket_name  # noqa: E402
 
 CELLS = ("rnn", "gru", "lstm")  # the default --cells
 DATASETS = {

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import seqlm
-from seqlm.step import NetworkStepLM
+from seqlm.decoding.step import NetworkStepLM
 
 
 def nbest_lists(ptb: Path, out: Path, utterances: int, hyps: int, seed: int = 0) -> None:
@@ -132,8 +132,8 @@ def main() -> None:
 
 def build_lstm_650(like: NetworkStepLM) -> NetworkStepLM:
     """An untrained 2x650 LSTM (Zaremba et al.'s medium shape) with ``like``'s vocabulary."""
-    from seqlm.lit import LitLM
     from seqlm.scorers.network import network_scorer
+    from seqlm.training.module import LitLM
 
     model = dict(like.scorer.lit.hparams["model"], hidden_size=650, emb_size=650, num_layers=2)
     lit = LitLM(model, {}, like.vocab.itos, like.scorer.config)

@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 
 def load(path, arpa_unk: str | None = None):
-    """A language model a decoder can step (``seqlm.step``): any run directory, checkpoint,
+    """A language model a decoder can step (``seqlm.decoding.step``): any run directory, checkpoint,
     n-gram ``model.npz`` or ARPA file."""
-    from seqlm.step import load as _load
+    from seqlm.decoding.step import load as _load
 
     return _load(path, arpa_unk)

@@ -1,4 +1,4 @@
-"""seqlm's step API (``seqlm.step``) in the interfaces of beam-search decoders. Each adapter
+"""seqlm's step API (``decoding.step``) in the interfaces of beam-search decoders. Each adapter
 imports its decoder's package only when it is built; none is a dependency of seqlm.
 
 - ESPnet: ``ESPnetLM`` has ``BatchScorerInterface``'s methods (``init_state``, ``score``,
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from seqlm.data.vocab import Vocab
-from seqlm.step import StepLM
+from seqlm.decoding.step import StepLM
 
 
 def token_map(lm: StepLM, tokens: list[str], eos: tuple[str, ...] = ()) -> torch.Tensor:

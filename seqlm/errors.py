@@ -37,3 +37,18 @@ class Diverged(SeqlmError):
             "diverged/grad_norms": [n if math.isfinite(n) else None for n in self.norms],
             "diverged/message": str(self),
         }
+
+
+def user_error(exc: BaseException | None) -> SeqlmError | None:
+    """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it; a file that
+    could not be written or read where seqlm's own writers do not reach (a logger's, a
+    library's) is one line naming it too."""
+    from ngram.files import REASONS
+
+    while exc is not None:
+        if isinstance(exc, SeqlmError):
+            return exc
+        if isinstance(exc, OSError) and exc.errno in REASONS and exc.filename:
+            return SeqlmError(f"{exc.filename}: {REASONS[exc.errno]}")
+        exc = exc.__cause__ or exc.__context__
+    return None

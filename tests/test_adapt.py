@@ -1,4 +1,4 @@
-"""The neural cache and dynamic evaluation (seqlm.adapt) against hand computations."""
+"""The neural cache and dynamic evaluation (evaluation.test_time) against hand computations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset
 
-from seqlm.adapt import Cache, Dynamic, adapted_logprobs, cache_probability
 from seqlm.commands import eval as eval_cmd
 from seqlm.commands.train import train
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.test_time import Cache, Dynamic, adapted_logprobs, cache_probability
 
 V = 13
 
@@ -125,7 +125,7 @@ def test_eval_tunes_on_valid_and_keeps_the_keys(runs):
 def test_a_search_starts_from_the_methods_switched_off(net, ids):
     """The first point of each grid is the base (lr 0, lambda 0), so the tuned validation loss
     is never above the model's own, and the printout speaks the config's names."""
-    from seqlm.adapt import tune
+    from seqlm.evaluation.test_time import tune
 
     cache, dynamic, tried = tune(net, ids, 3, 7, Cache(20, 0.3, 0.1), Dynamic(0.1), True, True)
     base = -float(adapted_logprobs(net, ids, 3, 7).mean())

@@ -12,11 +12,11 @@ import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset, seqlm
 
 import seqlm as seqlm_api
-from seqlm.adapt import Cache, Dynamic, adapted_logprobs
 from seqlm.commands import eval as eval_cmd
 from seqlm.commands.train import train
 from seqlm.data.batching import IGNORE
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.test_time import Cache, Dynamic, adapted_logprobs
 from seqlm.models.output import AdaptiveSoftmax
 from seqlm.scorers import load_scorer, normalise_blank
 

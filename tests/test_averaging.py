@@ -102,7 +102,7 @@ def test_nt_asgd_checkpoints_hold_the_mean_of_the_iterates_since_the_switch(tmp_
 def _lit(cfg):
     from omegaconf import OmegaConf
 
-    from seqlm.lit import LitLM
+    from seqlm.training.module import LitLM
 
     c = OmegaConf.to_container(cfg, resolve=True)
     return LitLM(c["model"], c["optim"], ["<unk>", "<eos>", "a"], None)

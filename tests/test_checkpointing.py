@@ -37,7 +37,7 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_dies(tmp_path, monk
 
 def test_a_checkpoint_of_non_finite_weights_is_refused():
     from seqlm.errors import Diverged
-    from seqlm.lit import LitLM
+    from seqlm.training.module import LitLM
 
     lit = LitLM(
         make_config("train", ["model=rnn", "model.hidden_size=4", "model.emb_size=4"]).model,

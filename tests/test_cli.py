@@ -13,11 +13,11 @@ import yaml
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm, shared
 
 from seqlm.build import build
+from seqlm.cli.overrides import quoted
 from seqlm.commands.train import train
 from seqlm.conf import CONF_DIR as CONF
 from seqlm.conf import choices
 from seqlm.errors import SeqlmError
-from seqlm.overrides import quoted
 from seqlm.scorers import load_scorer
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"

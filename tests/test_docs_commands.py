@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from seqlm.__main__ import check_group_choices, check_network_options, hydra_overrides
+from seqlm.cli.overrides import (
+    check,
+    check_group_choices,
+    check_network_options,
+    hydra_overrides,
+    quoted,
+)
 from seqlm.commands import COMMANDS
-from seqlm.overrides import check, quoted
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

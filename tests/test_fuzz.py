@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from ngram import NgramError, NgramLM, read_arpa
 from seqlm.data.corpora import iter_lines, read_text
 from seqlm.data.vocab import Vocab
+from seqlm.decoding.rescoring import read_nbest, read_refs
 from seqlm.errors import SeqlmError
-from seqlm.rescoring import read_nbest, read_refs
 from seqlm.scorers.network import load_network
 
 DATA = Path(__file__).resolve().parent / "data"

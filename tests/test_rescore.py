@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm
 
-from seqlm import rescoring as rs
 from seqlm.commands import rescore
 from seqlm.commands.train import train
 from seqlm.data.corpora import agreement_corpus
+from seqlm.decoding import rescoring as rs
 from seqlm.errors import SeqlmError
 from seqlm.scorers import load_scorer
 

@@ -1,4 +1,4 @@
-"""The step API (seqlm.step): for every family the log-probabilities collected step by step sum
+"""The step API (decoding.step): for every family the log-probabilities collected step by step sum
 to ``sentence_logprobs``, every V-wide distribution sums to one, a network's carried state equals
 one long pass, and selecting states equals computing them apart."""
 
@@ -11,8 +11,8 @@ from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
 
 import seqlm
 from seqlm.commands.train import train
+from seqlm.decoding.step import NetworkStepLM, NgramStepLM
 from seqlm.errors import SeqlmError
-from seqlm.step import NetworkStepLM, NgramStepLM
 
 SENTENCES = [
     "the dog runs",

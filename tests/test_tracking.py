@@ -12,7 +12,7 @@ import yaml
 from conftest import TINY_TRAIN, seqlm
 from wandb_files import read_wandb_run
 
-from seqlm.tracking import PROBE_S, wandb_mode
+from seqlm.runs.tracking import PROBE_S, wandb_mode
 
 SMALL = ["data.sizes=[3000,800,800]", "data.batch_size=8", "data.bptt=20"]
 FAST = [t for t in TINY_TRAIN if not t.startswith("logger=")]

@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from seqlm.commands.train import train
 from seqlm.data import LMData
 from seqlm.errors import SeqlmError
-from seqlm.metrics import Perplexity, summarize
+from seqlm.evaluation.metrics import Perplexity
+from seqlm.evaluation.summary import summarize
 from seqlm.models.recurrent import BF16_FALLBACK, cpu_bf16_lstm
 from seqlm.scorers import load_scorer
 
@@ -394,7 +395,7 @@ def test_step_values_are_logged_only_on_the_steps_the_loggers_receive(tmp_path, 
     """No framework tax: ``self.log`` costs ~0.5% of a small model's step, so the values that
     Lightning only sends every ``log_every_n_steps`` are logged on those steps alone; the
     loss (the progress bar's figure) every step. The CSV logger shows what users get."""
-    from seqlm.lit import LitLM
+    from seqlm.training.module import LitLM
 
     calls: dict[str, int] = {}
     real = LitLM.log

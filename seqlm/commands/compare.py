@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from seqlm.analysis.plotting import pyplot
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.schema import is_ngram, model_label, table_row
 from seqlm.files import write_text, written
-from seqlm.plotting import pyplot
-from seqlm.schema import is_ngram, model_label, table_row
 
 COLUMNS = [  # (key of schema.table_row, title)
     ("run", "run"),
@@ -209,7 +209,7 @@ def log_to_wandb(rows: list[dict[str, Any]], out: Path, project: str) -> None:
     """The table (and the plots) as a run named ``comparison``, offline without a network."""
     import wandb
 
-    from seqlm.tracking import announce, wandb_mode
+    from seqlm.runs.tracking import announce, wandb_mode
 
     run = wandb.init(
         project=project,

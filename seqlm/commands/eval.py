@@ -3,8 +3,9 @@ n-gram run, ARPA file) on its data, or on other data with the same vocabulary, e
 training's final test does; ``tokens_out`` also writes every target's log-probability.
 
 ``cache.size=N`` and ``dynamic.lr=η`` (left-to-right networks) evaluate with a neural cache
-and/or dynamic evaluation (``seqlm.adapt``); ``cache.search=true`` / ``dynamic.search=true``
-tune their settings on the validation split and apply them, frozen, to the test split."""
+and/or dynamic evaluation (``evaluation.test_time``); ``cache.search=true`` /
+``dynamic.search=true`` tune their settings on the validation split and apply them, frozen, to
+the test split."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.schema import STAGE_OF, summary_table
+from seqlm.evaluation.summary import summarize
 from seqlm.files import written
-from seqlm.rundir import summary_table, write_metrics
-from seqlm.schema import STAGE_OF
+from seqlm.runs.rundir import write_metrics
 from seqlm.scorers import Scorer, load_scorer, on_data
-from seqlm.summary import summarize
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -49,12 +50,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def adaptation(cfg: DictConfig) -> tuple[Any, Any]:
-    """The ``Cache`` and ``Dynamic`` settings asked for (``None``: off; ``seqlm.adapt``, which
-    needs torch, is imported only then)."""
+    """The ``Cache`` and ``Dynamic`` settings asked for (``None``: off; ``evaluation.test_time``,
+    which needs torch, is imported only then)."""
     c, d = cfg.get("cache") or {}, cfg.get("dynamic") or {}
     if not (c.get("size") or c.get("search") or d.get("lr") or d.get("search")):
         return None, None
-    from seqlm.adapt import Cache, Dynamic
+    from seqlm.evaluation.test_time import Cache, Dynamic
 
     cache = None
     if c.get("size") or c.get("search"):

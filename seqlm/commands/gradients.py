@@ -14,14 +14,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seqlm.analysis.gradflow import summary
+from seqlm.analysis.plotting import pyplot
 from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
 from seqlm.files import written
-from seqlm.lit import LitLM
 from seqlm.models import layout_of
-from seqlm.plotting import pyplot
 from seqlm.scorers import Scorer, family_of, load_scorer, on_data
 from seqlm.scorers.network import network_scorer
+from seqlm.training.module import LitLM
 
 
 @dataclass

@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlm.data import prepared_data
 from seqlm.errors import SeqlmError
+from seqlm.evaluation.schema import STAGE_OF, mixture_description, run_metrics
+from seqlm.evaluation.summary import summarize
 from seqlm.files import write_text
-from seqlm.metrics import summarize
-from seqlm.rundir import finish, run_dir_of, write_config
-from seqlm.schema import STAGE_OF, mixture_description, run_metrics
+from seqlm.runs.rundir import finish, run_dir_of, write_config
+from seqlm.runs.tracking import log_final, make_loggers
 from seqlm.scorers import load_scorer, on_data
 from seqlm.scorers.mixture import mixture_logprobs
-from seqlm.tracking import log_final, make_loggers
 
 SPLITS = ("valid", "test")  # EM on the first, the frozen weights scored on the second
 

@@ -1,5 +1,5 @@
 """``rescore ckpt=RUN_OR_MODEL nbest=NBEST.tsv refs=REFS.tsv dev=0.5``: a recogniser's n-best
-lists rescored with one or more language models (``seqlm.rescoring``), the weights tuned on the
+lists rescored with one or more language models (``decoding.rescoring``), the weights tuned on the
 dev utterances and frozen for the test ones; word error rates of the first pass, the rescoring
 and the oracle. Without ``refs`` (or with ``dev=0``), the given ``weights.*`` choose and nothing
 is tuned.
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from seqlm import rescoring as rs
+from seqlm.decoding import rescoring as rs
 from seqlm.errors import SeqlmError
 from seqlm.files import write_text
-from seqlm.rundir import finish, run_dir_of, write_config
+from seqlm.runs.rundir import finish, run_dir_of, write_config
+from seqlm.runs.tracking import log_final, make_loggers, wandb_runs
 from seqlm.scorers import Scorer, load_scorer
-from seqlm.tracking import log_final, make_loggers, wandb_runs
 
 WORST_SHOWN = 20  # test utterances in the W&B table
 

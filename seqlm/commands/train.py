@@ -1,5 +1,5 @@
 """``train``: fit a model, test it with its best weights, write the run directory
-(``seqlm.rundir``). A network trains through Lightning; an n-gram model (``model=kn3``) is
+(``seqlm.runs.rundir``). A network trains through Lightning; an n-gram model (``model=kn3``) is
 counted once on the same data and scored on the same targets."""
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
+from seqlm.cli.quiet import silence_known_notices
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
-from seqlm.lit import LitLM
+from seqlm.evaluation.schema import network_description, run_metrics
 from seqlm.models import layout_of
 from seqlm.models.output import check_softmax
 from seqlm.models.recurrent import check_model_options
-from seqlm.quiet import silence_known_notices
-from seqlm.rundir import finish, run_dir_of, write_config, write_metrics
-from seqlm.schema import network_description, run_metrics
+from seqlm.runs.rundir import finish, run_dir_of, write_config, write_metrics
+from seqlm.runs.tracking import log_final, make_loggers
 from seqlm.scorers import family_of
 from seqlm.scorers.ngram import fit_ngram
-from seqlm.tracking import log_final, make_loggers
 from seqlm.training.checkpointing import best_or_last, init_weights
 from seqlm.training.interrupt import RunLock, Stop, rank_stopped
 from seqlm.training.launch import check_launch
+from seqlm.training.module import LitLM
 from seqlm.training.resume import last_checkpoint, resumed_config
 from seqlm.training.trainer import make_trainer, peak_memory
 

@@ -116,11 +116,11 @@ class Scorer(ABC):
 
     def adapted_logprobs(self, ids: np.ndarray, rows: int, window: int, cache, dynamic):
         """``token_logprobs`` under a neural cache and/or dynamic evaluation
-        (``seqlm.adapt``); left-to-right networks only."""
+        (``seqlm.evaluation.test_time``); left-to-right networks only."""
         self.refuse(ADAPTATION)
 
     def tune_adaptation(self, ids, rows, window, cache, dynamic, search_cache, search_dynamic):
-        """``seqlm.adapt.tune`` on this model: (cache, dynamic, every point tried)."""
+        """``evaluation.test_time.tune`` on this model: (cache, dynamic, every point tried)."""
         self.refuse(ADAPTATION)
 
     def refuse(self, what: str) -> NoReturn:
@@ -135,7 +135,7 @@ class Scorer(ABC):
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """The ``model/*`` and ``data/*`` metadata of the model (``seqlm.schema``)."""
+        """The ``model/*`` and ``data/*`` metadata of the model (``seqlm.evaluation.schema``)."""
 
     def for_data(self, data: LMData) -> Scorer:
         """This scorer on ``data``; refused when the data builds another vocabulary."""

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from seqlm.errors import SeqlmError
-from seqlm.metrics import summarize
-from seqlm.schema import STAGE_OF, mixture_description
+from seqlm.evaluation.schema import STAGE_OF, mixture_description
+from seqlm.evaluation.summary import summarize
 from seqlm.scorers import Scorer, load_scorer
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.adapt import adapted_logprobs, tune
 from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
 from seqlm.errors import SeqlmError
-from seqlm.lit import LitLM
-from seqlm.schema import STAGE_OF, data_description, network_description
+from seqlm.evaluation.schema import STAGE_OF, data_description, network_description
+from seqlm.evaluation.test_time import adapted_logprobs, tune
 from seqlm.scorers import Scorer, normalise_blank
+from seqlm.training.module import LitLM
 
 WINDOW = 256  # positions per forward call when scoring a stream (the state is carried)
 
@@ -90,7 +90,7 @@ class NetworkScorer(Scorer):
 
 class LeftToRightScorer(NetworkScorer):
     """A ``RecurrentLM``: probabilities of text, a next-word distribution, gradients through
-    time, and the test-time methods of ``seqlm.adapt``."""
+    time, and the test-time methods of ``seqlm.evaluation.test_time``."""
 
     kind = "a left-to-right network"
 

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 from ngram import NgramError, NgramLM, read_arpa, write_arpa
 from seqlm.data.vocab import EOS, UNK, Vocab
 from seqlm.errors import SeqlmError
-from seqlm.schema import STAGE_OF, data_description, ngram_description
+from seqlm.evaluation.schema import STAGE_OF, data_description, ngram_description
+from seqlm.evaluation.summary import agreement_counts, agreement_summary, summarize
 from seqlm.scorers import Scorer
-from seqlm.summary import agreement_counts, agreement_summary, summarize
 
 
 class NgramScorer(Scorer):

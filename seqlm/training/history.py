@@ -1,4 +1,4 @@
-"""``history.jsonl`` of a run directory (``seqlm.rundir``), written while training."""
+"""``history.jsonl`` of a run directory (``seqlm.runs.rundir``), written while training."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from seqlm.evaluation.schema import finite
 from seqlm.files import write_text
-from seqlm.schema import finite
 
 
 class History(pl.Callback):

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import (
 )
 
 from seqlm.build import build
-from seqlm.tracking import make_loggers
+from seqlm.runs.tracking import make_loggers
 from seqlm.training.averaging import NTASGD
 from seqlm.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
 from seqlm.training.history import History

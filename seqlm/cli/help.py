@@ -12,7 +12,7 @@ from pathlib import Path
 from seqlm.commands import COMMANDS
 from seqlm.conf import CONF_DIR, choices, is_group
 
-COMMANDS_DIR = Path(__file__).parent / "commands"
+COMMANDS_DIR = Path(__file__).parents[1] / "commands"
 PURPOSE = {
     "train": "fit a network or an n-gram model, test it, write its run directory",
     "eval": "score a run, checkpoint or ARPA file on its data (cache, dynamic evaluation)",

@@ -1,6 +1,6 @@
 """The keys of ``metrics.json`` and of the loggers, built in this one place and read back only
 through it (``compare``, the summary table). What the split figures mean is in
-``docs/evaluation.md``; ``seqlm.metrics.summarize`` makes them.
+``docs/evaluation.md``; ``seqlm.evaluation.summary.summarize`` makes them.
 
 Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore``) and
 ``model/name``; then
@@ -157,3 +157,25 @@ def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     keys = [f"{s}/{f}" for s in ("val", "test") for f in SPLIT_FIGURES]
     keys += ["model/params", "model/ngrams", "time/train_s"]
     return [(k, metrics[k]) for k in keys if k in metrics]
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The headline numbers as an aligned two-column table."""
+    rows = []
+    for k, v in summary_rows(metrics):
+        if isinstance(v, float):
+            v = f"{v:.1f}" if k.startswith(("time/", "model/")) else f"{v:.4f}"
+        rows.append((k, "-" if v is None else str(v)))
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"{k:<{width}}  {v:>12}" for k, v in rows)
+
+
+def agreement_lines(metrics: dict[str, Any], split: str = "test") -> str:
+    """Agreement accuracy by subject-verb distance, one row per distance."""
+    by_d = metrics.get(f"{split}/agreement_by_distance")
+    if not by_d:
+        return ""
+    rows = [f"{'distance':>8}  {'accuracy':>8}  {'events':>6}"]
+    for d, (c, t) in sorted(by_d.items()):
+        rows.append(f"{d:>8}  {c / t:>8.3f}  {t:>6}")
+    return "\n".join(rows)

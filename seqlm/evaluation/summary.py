@@ -1,5 +1,5 @@
 """Figures from sums, without torch: perplexity from an NLL sum, agreement accuracy from counts
-per distance (``seqlm.metrics`` keeps the sums across DDP ranks; an n-gram's evaluation, which
+per distance (``evaluation.metrics`` keeps the sums across DDP ranks; an n-gram's evaluation, which
 needs no torch, makes them with numpy)."""
 
 from __future__ import annotations

@@ -1,21 +1,22 @@
 """The run directory: what a run leaves behind, written here and only here.
 
-``config.yaml`` (resolved), ``vocab.json``, ``metrics.json`` (``seqlm.schema``; written
+``config.yaml`` (resolved), ``vocab.json``, ``metrics.json`` (``seqlm.evaluation.schema``; written
 atomically, ``null`` for a non-finite figure), ``history.jsonl`` (one line per validation),
-``checkpoints/`` (``seqlm.checkpointing``), and the loggers' files (``wandb/``, ``logs/``,
+``checkpoints/`` (``seqlm.training.checkpointing``), and the loggers' files (``wandb/``, ``logs/``,
 ``tensorboard/``). Under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqlm.evaluation.schema import agreement_lines, finite, summary_table
 from seqlm.files import write_text
-from seqlm.schema import finite, summary_rows
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -39,28 +40,6 @@ def write_metrics(path: Path | str, metrics: dict[str, Any]) -> None:
     write_text(path, text + "\n")
 
 
-def summary_table(metrics: dict[str, Any]) -> str:
-    """The headline numbers as an aligned two-column table."""
-    rows = []
-    for k, v in summary_rows(metrics):
-        if isinstance(v, float):
-            v = f"{v:.1f}" if k.startswith(("time/", "model/")) else f"{v:.4f}"
-        rows.append((k, "-" if v is None else str(v)))
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"{k:<{width}}  {v:>12}" for k, v in rows)
-
-
-def agreement_lines(metrics: dict[str, Any], split: str = "test") -> str:
-    """Agreement accuracy by subject-verb distance, one row per distance."""
-    by_d = metrics.get(f"{split}/agreement_by_distance")
-    if not by_d:
-        return ""
-    rows = [f"{'distance':>8}  {'accuracy':>8}  {'events':>6}"]
-    for d, (c, t) in sorted(by_d.items()):
-        rows.append(f"{d:>8}  {c / t:>8.3f}  {t:>6}")
-    return "\n".join(rows)
-
-
 def finish(run_dir: Path, metrics: dict[str, Any], write: bool = True) -> dict[str, Any]:
     """Write metrics.json (config and vocabulary are already there) and print the summary.
     Returns the metrics as written: non-finite figures are ``None``."""
@@ -73,3 +52,34 @@ def finish(run_dir: Path, metrics: dict[str, Any], write: bool = True) -> dict[s
             print("agreement by distance (test):\n" + table)
         print(f"run directory: {run_dir}")
     return metrics
+
+
+LEFT_BY_A_FAILED_RUN = {"__main__.log", ".hydra", "config.yaml", "vocab.json"}
+
+
+def new_run_dir() -> Path | None:
+    """Hydra's output directory if it was made for this command (nothing in it but what Hydra
+    just wrote, and not the current directory), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if run_dir.resolve() == Path.cwd().resolve() or not run_dir.is_dir():
+        return None
+    return run_dir if {p.name for p in run_dir.iterdir()} <= {"__main__.log", ".hydra"} else None
+
+
+def discard(run_dir: Path) -> None:
+    """Remove the directory of a command that failed before it produced anything: only what
+    such a run writes, and only if nothing else is there."""
+    entries = list(run_dir.iterdir())
+    if any(p.name not in LEFT_BY_A_FAILED_RUN for p in entries):
+        return
+    for p in entries:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.rmdir()
+
+
+def run_name(model: str | None, experiment: str | None = None) -> str:
+    """``outputs/DATE/TIME_NAME``: the experiment's name (``experiment=awd_lstm_ptb``), else the
+    model's (``lstm``)."""
+    return str(experiment if experiment not in (None, "null", "") else model)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
+from pathlib import Path
 from typing import Any
 
+from seqlm.commands import POSITIONAL
+from seqlm.conf import choices, is_group, preset_target
 from seqlm.errors import SeqlmError
 
 SWEEP = ("-m", "--multirun")
@@ -47,6 +51,18 @@ def quoted(args: list[str]) -> list[str]:
             arg = f"{key}='{escaped}'"
         out.append(arg)
     return out
+
+
+def checked(command: str, args: list[str]) -> list[str]:
+    """Every check of the command line, in the order a user's mistake is most plainly named:
+    a group's option, a network's option asked of an n-gram, the run directory, then the keys
+    and types of the composed config. Returns the overrides quoted for Hydra."""
+    check_group_choices(args)
+    check_network_options(args)
+    check_run_dir(command, args)
+    args = quoted(args)
+    check(command, args)
+    return args
 
 
 def check(command: str, args: list[str]) -> None:
@@ -169,3 +185,87 @@ def _type_problem(default: Any, value: Any) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return None if ok else "expected a number"
     return None
+
+
+def hydra_overrides(command: str, args: list[str]) -> list[str]:
+    """The command line as Hydra overrides: run directories (``compare``, ``gradients``)
+    become ``runs=[...]``;
+    a resumed run stays in its folder (``hydra.run.dir``)."""
+    if command in POSITIONAL:  # run directories come as positional arguments
+        dirs = [a for a in args if "=" not in a and not a.startswith("-")]
+        args = [a for a in args if a not in dirs]
+        if dirs:
+            quoted = ",".join("'" + d.replace("\\", "\\\\").replace("'", "\\'") + "'" for d in dirs)
+            args.append(f"runs=[{quoted}]")
+    resume = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if (
+        resume
+        and resume[-1] not in ("", "null")
+        and not any(a.startswith("hydra.run.dir=") for a in args)
+    ):
+        args.append(f"hydra.run.dir={resume[-1]}")
+    return args
+
+
+def check_group_choices(args: list[str]) -> None:
+    """Refuse an unknown ``group=option`` before Hydra does, in one line that lists the choices
+    (Hydra's own message is long and exits with 1)."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not is_group(key):
+            continue
+        known = choices(key)
+        for v in (x.strip() for x in (value.strip("[]").split(",") if value else [])):
+            if v and v not in known:
+                raise SeqlmError(f"{key}={v!r} is not one of {', '.join(known)}")
+
+
+def check_network_options(args: list[str]) -> None:
+    """Refuse a regulariser or NT-ASGD asked of an n-gram model in one line (Hydra's own
+    message for an unknown key is five lines and does not say why)."""
+    models = [a.partition("=")[2] for a in args if a.startswith("model=")]
+    if not models or (target := preset_target("model", models[-1])) is None:
+        return
+    from seqlm.scorers import family_of
+
+    if family_of({"_target_": target}) != "ngram":
+        return
+    from seqlm.models.regularisers import OPTIONS
+
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        asked = key.startswith("model.") and key.removeprefix("model.") in OPTIONS
+        asked |= (key == "optim" and value == "nt_asgd") or key.startswith("optim.nonmono")
+        if asked:
+            raise SeqlmError(
+                f"{arg}: regularisers and NT-ASGD are for networks; model={models[-1]} is an "
+                "n-gram model (counts, no weights to drop or average)"
+            )
+
+
+RUN_DIR_COMMANDS = ("train", "mix", "rescore")  # those that write a run directory
+
+
+def check_run_dir(command: str, overrides: list[str]) -> None:
+    """Refuse, before any work, a run directory that cannot be written (a read-only file
+    system, no permission): the given ``hydra.run.dir`` / ``hydra.sweep.dir``, or the current
+    folder that ``outputs/`` goes in."""
+    if command not in RUN_DIR_COMMANDS:
+        return
+    given = [
+        a.split("=", 1)[1]
+        for a in overrides
+        if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    target = Path(given[-1]).expanduser() if given else Path.cwd()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK):
+        return
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "the file system is read-only" if read_only else "permission denied"
+    raise SeqlmError(f"{target}: cannot write the run directory ({why})")

@@ -1,6 +1,6 @@
 """Experiment tracking: the ``logger=`` group, W&B's online/offline choice, the final logging.
 
-A run logs the same keys to every logger (``seqlm.schema``, ``docs/evaluation.md``). W&B runs
+A run logs the same keys to every logger (``evaluation.schema``, ``docs/evaluation.md``). W&B runs
 online only when an API key is configured and the service answers within ``PROBE_S`` seconds;
 otherwise offline, into ``RUN_DIR/wandb/offline-run-*``, to be uploaded later with
 ``wandb sync``. ``WANDB_MODE`` set by the user always wins.

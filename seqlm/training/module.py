@@ -21,7 +21,8 @@ from torch import nn
 from seqlm.build import build
 from seqlm.compat import logging_this_step
 from seqlm.data.batching import IGNORE
-from seqlm.metrics import AgreementAccuracy, Perplexity, agreement_summary, summarize
+from seqlm.evaluation.metrics import AgreementAccuracy, Perplexity
+from seqlm.evaluation.summary import agreement_summary, summarize
 from seqlm.models import ClozeLM, detach_state
 from seqlm.training.divergence import DivergenceGuard
 

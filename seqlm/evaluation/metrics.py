@@ -9,16 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from seqlm.summary import BUCKETS, MAX_DISTANCE, agreement_summary, bucket_name, summarize
-
-__all__ = [
-    "BUCKETS",
-    "AgreementAccuracy",
-    "Perplexity",
-    "agreement_summary",
-    "bucket_name",
-    "summarize",
-]
+from seqlm.evaluation.summary import MAX_DISTANCE
 
 
 class Perplexity(Metric):

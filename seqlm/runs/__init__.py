@@ -1,0 +1,1 @@
+"""What a run leaves behind: its directory (``rundir``) and its loggers (``tracking``)."""
