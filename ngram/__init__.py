@@ -13,7 +13,8 @@ modified_kn (discount_fallback), stupid_backoff (backoff; a score, not a probabi
 
 from ngram.arpa import read_arpa, write_arpa
 from ngram.errors import NgramError
-from ngram.model import NgramLM, State
+from ngram.model import NgramLM
+from ngram.query import State
 from ngram.smoothing import METHODS
 
 __all__ = ["METHODS", "NgramError", "NgramLM", "State", "read_arpa", "write_arpa"]

@@ -23,8 +23,10 @@ import numpy as np
 
 from ngram import keys as trie
 from ngram.errors import NgramError
+from ngram.estimate import progress_bar
 from ngram.files import written
-from ngram.model import BOS, EOS, UNK, NgramLM, progress_bar
+from ngram.keys import BOS, EOS, UNK
+from ngram.model import NgramLM
 
 WRITE_BLOCK = 1 << 16  # n-grams formatted at once
 

@@ -23,6 +23,8 @@ from ngram.errors import NgramError
 
 MAX_WORDS = 1 << 31
 
+UNK, EOS, BOS = "<unk>", "</s>", "<s>"  # reserved tokens; <s> is id V, context only
+
 
 def check_vocabulary(vocab_size: int) -> None:
     if vocab_size + 1 > MAX_WORDS:

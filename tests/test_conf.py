@@ -10,7 +10,7 @@ from conftest import make_config
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from ngram.model import check_params
+from ngram.estimate import check_params
 from seqlm.conf import CONF_DIR, choices
 
 PRESETS = [(g, n) for g in ("model", "data") for n in choices(g)]

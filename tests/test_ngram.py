@@ -12,10 +12,10 @@ from conftest import shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ngram import NgramLM, State
 from ngram import keys as trie
 from ngram.arpa import read_arpa, write_arpa
 from ngram.errors import NgramError
-from ngram.model import NgramLM, State
 
 LN10 = math.log(10)
 SMOOTHED = [

@@ -11,8 +11,9 @@ import pytest
 from conftest import seqlm, shared
 
 import ngram.counting as counting
+import ngram.estimate
 import ngram.keys as trie
-import ngram.model as ngram_model
+import ngram.query
 from ngram.errors import NgramError
 from ngram.model import NgramLM
 
@@ -116,7 +117,7 @@ def test_every_smoothing_is_independent_of_the_budget(monkeypatch, smoothing, pa
     ids = np.where(rng.random(60_000) < 0.12, 1, rng.integers(2, 40, 60_000)).astype(np.int32)
     itos = ["<unk>", "</s>", *map(str, range(2, 40))]
     whole = NgramLM.fit_ids(ids, itos, 4, smoothing, **params)
-    monkeypatch.setattr(ngram_model, "ESTIMATE_BYTES_PER_NGRAM", 1 << 16)  # blocks of ~1k
+    monkeypatch.setattr(ngram.estimate, "ESTIMATE_BYTES_PER_NGRAM", 1 << 16)  # blocks of ~1k
     small = NgramLM.fit_ids(ids, itos, 4, smoothing, max_memory=counting.MIN_BUDGET, **params)
     for k in range(4):
         np.testing.assert_array_equal(small.keys[k], whole.keys[k])
@@ -147,7 +148,7 @@ def test_saved_models_are_memory_mapped_and_score_the_same(tmp_path, monkeypatch
     np.testing.assert_array_equal(
         NgramLM.load(tmp_path / "m.npz", mmap=False).score_ids(test), expected
     )
-    monkeypatch.setattr(ngram_model, "SCORE_BLOCK", 1000)  # whole lines a block: same scores
+    monkeypatch.setattr(ngram.query, "SCORE_BLOCK", 1000)  # whole lines a block: same scores
     np.testing.assert_array_equal(mapped.score_ids(test), expected)
 
 

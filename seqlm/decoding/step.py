@@ -26,7 +26,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from ngram import NgramLM
-from ngram.model import State as NgramState
+from ngram import State as NgramState
 from seqlm.data.vocab import Vocab
 from seqlm.scorers import Scorer, load_scorer
 
