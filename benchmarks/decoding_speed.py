@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import seqlm
-from seqlm.decoding.step import NetworkStepLM
+from seqlm.scorers.network import NetworkStepLM
 
 
 def nbest_lists(ptb: Path, out: Path, utterances: int, hyps: int, seed: int = 0) -> None:

@@ -155,7 +155,8 @@ class _Lines:
         return NgramError(f"{self.path}:{max(number, 1)}: {why}")
 
 
-def _parse(path: Path, lines: _Lines) -> NgramLM:
+def _header(path: Path, lines: _Lines) -> tuple[list[int], str | None]:
+    """The n-gram counts of the ``\\data\\`` header, and the line after it."""
     while (line := lines.next()) is not None and line.strip() != "\\data\\":
         pass
     if line is None:
@@ -168,6 +169,11 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         sizes.append(int(m.group(2)))
     if not sizes:
         raise lines.bad("no 'ngram N=COUNT' lines after \\data\\")
+    return sizes, line
+
+
+def _parse(path: Path, lines: _Lines) -> NgramLM:
+    sizes, line = _header(path, lines)
     # the arrays are sized by the header: a count the file cannot hold (a k-gram's line takes
     # at least 2k + 2 bytes; deflate expands at most ~1032x) is refused before any allocation
     room = path.stat().st_size * (1100 if path.suffix == ".gz" else 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,8 +20,7 @@ from ngram.errors import NgramError
 from ngram.keys import BOS, EOS, UNK
 from ngram.prune import check_prune
 
-if TYPE_CHECKING:
-    from ngram.model import NgramLM
+M = TypeVar("M", bound="Estimation")  # the model class (NgramLM) fit_ids makes
 
 ESTIMATE_BYTES_PER_NGRAM = 2048  # ~120 bytes of temporaries per n-gram of a smoothing block
 LARGE = 1 << 22  # tokens or n-grams from which counting, reading and writing show a bar
@@ -44,7 +43,7 @@ class Estimation:
 
     @classmethod
     def fit_ids(
-        cls,
+        cls: type[M],
         ids: np.ndarray,
         itos: list[str],
         order: int = 3,
@@ -55,7 +54,7 @@ class Estimation:
         prune: list[int] | None = None,
         prune_entropy: float | None = None,
         **params,
-    ) -> NgramLM:
+    ) -> M:
         """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout).
 
         ``prune``: count thresholds per order, as lmplz's ``--prune``: ``[0, 1, 1]`` drops every
@@ -73,19 +72,10 @@ class Estimation:
         prune = check_prune(prune, order, smoothing)
         V = len(itos)
         trie.check_vocabulary(V)
-        model = cls(
-            itos,
-            order,
-            smoothing,
-            unk_id,
-            eos_id,
-            normalized=smoothing != "stupid_backoff",
-        )
-        budget = (
-            counting.default_budget()
-            if max_memory is None
-            else counting.parse_size(max_memory, "max_memory")
-        )
+        model = cls(itos, order, smoothing, unk_id, eos_id, smoothing != "stupid_backoff")
+        budget = counting.default_budget()
+        if max_memory is not None:
+            budget = counting.parse_size(max_memory, "max_memory")
         ids = np.asarray(ids)
         if len(ids) == 0:
             raise NgramError("no tokens to count")
@@ -107,12 +97,12 @@ class Estimation:
 
     @classmethod
     def fit(
-        cls,
+        cls: type[M],
         sentences: Iterable[list[str]],
         order: int = 3,
         smoothing: str = "modified_kn",
         **params,
-    ) -> NgramLM:
+    ) -> M:
         """Fit on tokenized sentences. The vocabulary is every word seen, plus ``<unk>`` (for
         words never seen) and ``</s>``; ``<s>`` is context only."""
         itos, stoi, ids = [UNK, EOS], {UNK: 0, EOS: 1}, []

@@ -7,11 +7,11 @@ import os
 import sys
 
 from seqlm.cli.overrides import checked, hydra_overrides
-from seqlm.cli.quiet import silence_known_notices
 from seqlm.commands import COMMANDS
 from seqlm.errors import SeqlmError, user_error
 from seqlm.runs.rundir import discard, new_run_dir, run_name
 from seqlm.training.launch import COMMAND_ENV, worker_argv
+from seqlm.training.quiet import silence_known_notices
 
 
 def fail(message: str) -> None:

@@ -2,7 +2,7 @@
 
 Checked against torch 2.13.0, pytorch-lightning 2.6.6 and wandb 0.31.0 (the versions the test
 suite runs; ``pyproject.toml`` pins the ranges to them). If a release renames one of these, the
-function here is the only code to change, and tests/test_compat.py says so.
+function here is the only code to change, and tests/cli/test_compat.py says so.
 """
 
 from __future__ import annotations

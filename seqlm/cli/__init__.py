@@ -1,2 +1,2 @@
-"""The command line before Hydra runs: every check of the overrides (``overrides``), the help
-pages (``help``), the library notices silenced with their reasons (``quiet``)."""
+"""The command line before Hydra runs: every check of the overrides (``overrides``) and the
+help pages (``help``)."""

@@ -25,7 +25,7 @@ from seqlm.files import write_text
 from seqlm.runs.rundir import finish, run_dir_of, write_config
 from seqlm.runs.tracking import log_final, make_loggers
 from seqlm.scorers import load_scorer, on_data
-from seqlm.scorers.mixture import mixture_logprobs
+from seqlm.scorers.mixture import mixture_logprobs, token_file
 
 SPLITS = ("valid", "test")  # EM on the first, the frozen weights scored on the second
 
@@ -48,17 +48,6 @@ def em_weights(
         if moved < tolerance:
             return weights, step
     return weights, iterations
-
-
-def token_file(path: str) -> dict[str, np.ndarray] | None:
-    """The arrays of an ``eval tokens_out=`` file, or ``None`` if ``path`` is not one."""
-    p = Path(path).expanduser()
-    if p.suffix != ".npz" or not p.is_file():
-        return None
-    with np.load(p) as z:
-        if "vocab_hash" not in z.files:
-            return None  # an n-gram model.npz: a run like any other
-        return {k: z[k] for k in z.files}
 
 
 def component_logprobs(path: str, data, scorer=None) -> dict[str, np.ndarray]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
 from seqlm.data.corpora import read_text, split_lines
+from seqlm.errors import SeqlmError
 from seqlm.files import write_text
 from seqlm.scorers import load_scorer
 
@@ -54,11 +54,10 @@ def token_lines(scorer, lines: list[list[str]], kind: str, unit: float) -> list[
     ``</s>``, in input order; the n-gram length is ``-`` for a network."""
     encoded = [scorer.vocab.encode(w) for w in lines]
     per_line = scorer.line_token_logprobs(encoded)
-    lengths = None
-    if scorer.family == "ngram":
-        flat = np.asarray([i for ln in encoded for i in [*ln, scorer.vocab.eos_id]], np.int64)
-        ends = np.cumsum([len(ln) + 1 for ln in encoded])[:-1]
-        lengths = np.split(scorer.model.ngram_lengths(scorer.to_model[flat]), ends)
+    try:
+        lengths = scorer.line_ngram_lengths(encoded)
+    except SeqlmError:  # a network's tokens come from no stored n-gram: shown as -
+        lengths = None
     out = [f"line\tposition\ttoken\t{kind}\tngram_length"]
     for n, (words, lps) in enumerate(zip(lines, per_line), 1):
         for i, (w, lp) in enumerate(zip([*words, "</s>"], lps)):

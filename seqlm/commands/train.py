@@ -17,7 +17,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
-from seqlm.cli.quiet import silence_known_notices
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
 from seqlm.evaluation.schema import network_description, run_metrics
@@ -32,6 +31,7 @@ from seqlm.training.checkpointing import best_or_last, init_weights
 from seqlm.training.interrupt import RunLock, Stop, rank_stopped
 from seqlm.training.launch import check_launch
 from seqlm.training.module import LitLM
+from seqlm.training.quiet import silence_known_notices
 from seqlm.training.resume import last_checkpoint, resumed_config
 from seqlm.training.trainer import make_trainer, peak_memory
 
@@ -54,13 +54,7 @@ def train(
         write_config(run_dir, cfg)
     if family_of(cfg.model) == "ngram":
         return train_ngram(cfg, run_dir) if zero else {}  # counting is one process's work
-    check_launch(cfg)
-    if "softmax" in cfg.model:  # what can be checked of the output layer before the data
-        check_softmax(cfg.model.softmax, cfg.model.cutoffs, cfg.model.div_value, 2**31 - 1)
-    if "cell" in cfg.model:  # and of the recurrent layers (the constructor checks them again)
-        check_model_options(cfg.model)
-    if cfg.get("smoke"):
-        cfg = smoke_trial(cfg)
+    cfg = checked_network_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     started = time.perf_counter()
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -73,46 +67,15 @@ def train(
     plateau = "ReduceLROnPlateau" in str((cfg.optim.get("scheduler") or {}).get("_target_", ""))
     if plateau and cfg.trainer.get("limit_val_batches") == 0 and zero:
         print("no validation (limit_val_batches=0): the learning rate stays where it starts")
-    try:
+    with failures_reported(trainer, stop, run_dir, loggers, container, started):
         trainer.fit(lit, datamodule=data, ckpt_path=ckpt_path)
-    except Diverged as e:  # the checkpoints written so far are finite and stay
-        if trainer.is_global_zero:
-            write_metrics(run_dir / "metrics.json", e.metrics())
-            log_final(loggers, container, e.metrics(), failed=True)
-        raise
-    except SIGTERMException:  # Ctrl-C or SIGTERM: stopped after a step, last.ckpt written
-        stopped = {
-            "status": "interrupted",
-            "interrupted/signal": signal.Signals(stop.signum).name,
-            "train/steps": trainer.global_step,
-            "time/train_s": time.perf_counter() - started,
-            "checkpoint": str(stop.last),
-        }
-        if trainer.is_global_zero:
-            write_metrics(run_dir / "metrics.json", stopped)
-            log_final(loggers, container, stopped, failed=True)
-            print(f"interrupted at step {trainer.global_step}: resume={run_dir} continues")
-        raise SystemExit(stop.exit_code) from None
-    except RuntimeError as e:  # a DDP rank died: this one's collective failed, not hung
-        if trainer.world_size < 2 or not peer_lost(e):
-            raise
-        rank = trainer.global_rank
-        others = [r for r in range(trainer.world_size) if r != rank]
-        who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {others}"
-        how = f"rank {rank} lost its connection to it"
-        raise SeqlmError(rank_stopped(who, trainer, how, run_dir)) from None
     train_s = time.perf_counter() - started
     if not evaluate:
         return {"time/train_s": train_s, "train/steps": trainer.global_step}
-
     ckpt = best_or_last(best)  # the best weights by validation, else the last saved
     if not best.best_model_path and trainer.is_global_zero:
         print(f"no validation ran, so no best checkpoint: testing {ckpt or 'the final weights'}")
-    for stage in (trainer.validate, trainer.test):
-        stage(lit, datamodule=data, ckpt_path=ckpt, verbose=False, weights_only=True)
-    evaluation = {**lit.results.get("val", {}), **lit.results["test"], **data.info()}
-    if "val/loss" not in evaluation:  # nothing validated: no val/* fact stands alone
-        evaluation = {k: v for k, v in evaluation.items() if not k.startswith("val/")}
+    evaluation = final_evaluation(trainer, lit, data, ckpt)
     facts = {
         "time/train_s": train_s,
         "time/total_s": time.perf_counter() - started,
@@ -129,6 +92,65 @@ def train(
     if trainer.is_global_zero:
         log_final(loggers, container, metrics)
     return finish(run_dir, metrics, write=trainer.is_global_zero)
+
+
+def checked_network_config(cfg: DictConfig) -> DictConfig:
+    """What can be refused of a network's config before the data is read (the launch, the
+    output layer but for the bound the vocabulary size sets, the recurrent layers); with
+    ``smoke=true``, the config of a smoke trial."""
+    check_launch(cfg)
+    if "softmax" in cfg.model:
+        check_softmax(cfg.model.softmax, cfg.model.cutoffs, cfg.model.div_value, 2**31 - 1)
+    if "cell" in cfg.model:  # the constructor checks them again
+        check_model_options(cfg.model)
+    return smoke_trial(cfg) if cfg.get("smoke") else cfg
+
+
+@contextlib.contextmanager
+def failures_reported(trainer, stop: Stop, run_dir: Path, loggers, container, started: float):
+    """``trainer.fit`` ending early, said once: a divergence (metrics.json says where; the
+    checkpoints written so far are finite and stay), an interruption (Ctrl-C or SIGTERM:
+    stopped after a step, last.ckpt written, exit code 130 or 143), a DDP peer lost (this
+    rank's collective failed rather than hung)."""
+    try:
+        yield
+    except Diverged as e:
+        if trainer.is_global_zero:
+            write_metrics(run_dir / "metrics.json", e.metrics())
+            log_final(loggers, container, e.metrics(), failed=True)
+        raise
+    except SIGTERMException:
+        stopped = {
+            "status": "interrupted",
+            "interrupted/signal": signal.Signals(stop.signum).name,
+            "train/steps": trainer.global_step,
+            "time/train_s": time.perf_counter() - started,
+            "checkpoint": str(stop.last),
+        }
+        if trainer.is_global_zero:
+            write_metrics(run_dir / "metrics.json", stopped)
+            log_final(loggers, container, stopped, failed=True)
+            print(f"interrupted at step {trainer.global_step}: resume={run_dir} continues")
+        raise SystemExit(stop.exit_code) from None
+    except RuntimeError as e:
+        if trainer.world_size < 2 or not peer_lost(e):
+            raise
+        rank = trainer.global_rank
+        others = [r for r in range(trainer.world_size) if r != rank]
+        who = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {others}"
+        how = f"rank {rank} lost its connection to it"
+        raise SeqlmError(rank_stopped(who, trainer, how, run_dir)) from None
+
+
+def final_evaluation(trainer, lit: LitLM, data, ckpt: str | None) -> dict[str, Any]:
+    """Validation and test of the weights in ``ckpt`` (the final ones if None), with the
+    data's facts; no ``val/*`` figure when nothing was validated."""
+    for stage in (trainer.validate, trainer.test):
+        stage(lit, datamodule=data, ckpt_path=ckpt, verbose=False, weights_only=True)
+    evaluation = {**lit.results.get("val", {}), **lit.results["test"], **data.info()}
+    if "val/loss" not in evaluation:
+        evaluation = {k: v for k, v in evaluation.items() if not k.startswith("val/")}
+    return evaluation
 
 
 SMOKE_STEPS, SMOKE_BATCHES = 20, 10

@@ -285,6 +285,9 @@ class RecurrentLM(LanguageModel):
         mogrify_rounds: int,
         mogrify_rank: int | None,
     ):
+        """One keyword per key of ``conf/model/rnn.yaml`` (Hydra builds it from the config),
+        each checked before a layer is built. Longer than seqlm's other functions because the
+        signature alone is the config's 25 keys; its body is the checks, then the layers."""
         super().__init__()
         dropouts = {
             "emb_dropout": emb_dropout,

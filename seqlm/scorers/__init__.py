@@ -23,8 +23,10 @@ from seqlm.errors import SeqlmError
 
 if TYPE_CHECKING:
     from seqlm.data import LMData
+    from seqlm.decoding.step import StepLM
 
 BLANK_EXCLUDED = (Vocab.unk_id, Vocab.eos_id)  # never proposed for a blank
+NEXT_WORD = "next-word distribution (generate, decoders)"
 ADAPTATION = "weights a neural cache or dynamic evaluation could adapt (cache.*, dynamic.*)"
 
 
@@ -101,7 +103,16 @@ class Scorer(ABC):
 
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         """log p(w | ``<eos>`` prefix) for every id w (left-to-right models)."""
-        self.refuse("next-word distribution (generate, decoders)")
+        self.refuse(NEXT_WORD)
+
+    def stepper(self) -> StepLM:
+        """The step API (``seqlm.decoding.step``) over this model, what a decoder drives."""
+        self.refuse(NEXT_WORD)
+
+    def line_ngram_lengths(self, lines: list[list[int]]) -> list[np.ndarray]:
+        """For every token of each line and its ``<eos>`` (as ``line_token_logprobs``), the
+        length of the stored n-gram its probability came from (KenLM's ``ngram_length``)."""
+        self.refuse("n-grams whose length a token's probability came from (score tokens=true)")
 
     def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
         """log p(w | left, right) for every id w, ``<unk>`` and ``<eos>`` excluded: for a
@@ -182,6 +193,8 @@ def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
     p = Path(path).expanduser()
     if not p.exists():
         raise SeqlmError(f"ckpt={str(path)!r}: no such file or run directory")
+    if arpa_unk is not None and ".arpa" not in p.name:
+        raise SeqlmError(f"arpa_unk={arpa_unk!r} is for ARPA files; {p} is not one")
     if p.is_dir() and (p / "mix.json").exists():
         from seqlm.scorers.mixture import load_mixture
 
@@ -190,8 +203,6 @@ def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
         from seqlm.scorers.ngram import load_ngram
 
         return load_ngram(p, arpa_unk)
-    if arpa_unk is not None:
-        raise SeqlmError(f"arpa_unk={arpa_unk!r} is for ARPA files; {p} is not one")
     from seqlm.scorers.network import load_network
 
     return load_network(p)

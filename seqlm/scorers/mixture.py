@@ -16,14 +16,23 @@ from seqlm.evaluation.summary import summarize
 from seqlm.scorers import Scorer, load_scorer
 
 
-def mixture_logprobs(weights: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
-    """log Σ_i λ_i p_i(t) for every token t; ``logprobs`` (M, N), one row per component."""
+def mixture_logprobs(weights: np.ndarray, logprobs) -> np.ndarray:
+    """log Σ_i λ_i p_i(t) for every token t; ``logprobs`` (M, N), one row per component (an
+    array or M arrays of N)."""
+    logprobs = np.asarray(logprobs)
     with np.errstate(divide="ignore"):  # a zero weight is a component left out
         return np.logaddexp.reduce(np.log(weights)[:, None] + logprobs, axis=0)
 
 
-def mix(weights: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
-    return mixture_logprobs(weights, np.stack(parts))
+def token_file(path: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an ``eval tokens_out=`` file, or ``None`` if ``path`` is not one."""
+    p = Path(path).expanduser()
+    if p.suffix != ".npz" or not p.is_file():
+        return None
+    with np.load(p) as z:
+        if "vocab_hash" not in z.files:
+            return None  # an n-gram model.npz: a run like any other
+        return {k: z[k] for k in z.files}
 
 
 class MixtureScorer(Scorer):
@@ -49,14 +58,14 @@ class MixtureScorer(Scorer):
         self.parts, self.weights = parts, np.asarray(weights, dtype=np.float64)
 
     def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
-        return mix(self.weights, [p.token_logprobs(ids, rows) for p in self.parts])
+        return mixture_logprobs(self.weights, [p.token_logprobs(ids, rows) for p in self.parts])
 
     def line_token_logprobs(self, lines: list[list[int]]) -> list[np.ndarray]:
         parts = [p.line_token_logprobs(lines) for p in self.parts]
-        return [mix(self.weights, [part[i] for part in parts]) for i in range(len(lines))]
+        return [mixture_logprobs(self.weights, lps) for lps in zip(*parts)]
 
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
-        return mix(self.weights, [p.next_logprobs(prefix) for p in self.parts])
+        return mixture_logprobs(self.weights, [p.next_logprobs(prefix) for p in self.parts])
 
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -75,13 +84,11 @@ def load_mixture(run_dir: Path) -> MixtureScorer:
     record = json.loads((run_dir / "mix.json").read_text())
     parts = []
     for run in record["runs"]:
-        if Path(run).suffix == ".npz" and not Path(run).is_dir():
-            with np.load(run) as z:
-                if "vocab_hash" in z.files:
-                    raise SeqlmError(
-                        f"ckpt={str(run_dir)!r}: component {run} is an `eval tokens_out=` file "
-                        "(scores of fixed targets), which cannot score new text"
-                    )
+        if token_file(run) is not None:
+            raise SeqlmError(
+                f"ckpt={str(run_dir)!r}: component {run} is an `eval tokens_out=` file "
+                "(scores of fixed targets), which cannot score new text"
+            )
         parts.append(load_scorer(run))
     config = parts[0].config
     return MixtureScorer(parts, record["weights"], config, run_dir, record.get("em_steps", 0))

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
+from seqlm.decoding.step import StepLM
 from seqlm.errors import SeqlmError
 from seqlm.evaluation.schema import STAGE_OF, data_description, network_description
 from seqlm.evaluation.test_time import adapted_logprobs, tune
@@ -107,6 +110,9 @@ class LeftToRightScorer(NetworkScorer):
         hidden, _ = self.net.features(torch.tensor([[Vocab.eos_id, *prefix]]))
         return self.net.log_probs(hidden[0, -1], torch.float64).numpy()
 
+    def stepper(self) -> NetworkStepLM:
+        return NetworkStepLM(self)
+
     def gradient_norms(self, ids: np.ndarray, lags: int, windows: int) -> np.ndarray:
         from seqlm.analysis.gradflow import gradient_norms
 
@@ -156,6 +162,58 @@ class ClozeScorer(NetworkScorer):
         tokens = torch.tensor([[eos, *left, 0, *right, eos, eos]])
         hidden = self.net.features(tokens, torch.tensor([tokens.shape[1]]))
         return normalise_blank(self.net.log_probs(hidden[0, len(left)], torch.float64).numpy())
+
+
+@dataclass
+class NetworkState:
+    """``hidden`` (B, H): the top layer's output after the last token read (what the output
+    layer reads); ``carried``: the recurrent state, batch in dimension 1 of every tensor."""
+
+    hidden: torch.Tensor
+    carried: Any
+
+
+class NetworkStepLM(StepLM):
+    """A left-to-right network (``RecurrentLM``) stepped one token at a time through its own
+    ``features`` and output layer, in evaluation mode."""
+
+    def __init__(self, scorer: Scorer):
+        super().__init__(scorer)
+        self.net = scorer.net.eval()
+        self.device = next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def _read(self, tokens: torch.Tensor, carried: Any) -> NetworkState:
+        hidden, carried = self.net.features(tokens.to(self.device)[:, None], carried)
+        return NetworkState(hidden[:, 0], carried)
+
+    def start(self, batch_size: int = 1) -> NetworkState:
+        return self._read(torch.full((batch_size,), Vocab.eos_id, dtype=torch.long), None)
+
+    @torch.no_grad()
+    def next_log_probs(self, state: NetworkState) -> torch.Tensor:
+        return self.net.log_probs(state.hidden, torch.float64).cpu()
+
+    @torch.no_grad()
+    def token_log_probs(self, state: NetworkState, tokens: torch.Tensor) -> torch.Tensor:
+        target = tokens.to(self.device)
+        return self.net.target_log_probs(state.hidden, target, torch.float64).cpu()
+
+    def advance(self, state: NetworkState, tokens: torch.Tensor) -> NetworkState:
+        return self._read(tokens, state.carried)
+
+    def select(self, state: NetworkState, index: torch.Tensor) -> NetworkState:
+        index = index.to(self.device)
+        carried = tree_map(lambda t: t.index_select(1, index), state.carried)
+        return NetworkState(state.hidden.index_select(0, index), carried)
+
+    def batch_size(self, state: NetworkState) -> int:
+        return len(state.hidden)
+
+    def concat(self, states: list[NetworkState]) -> NetworkState:
+        hidden = torch.cat([s.hidden for s in states], 0)
+        carried = tree_map(lambda *ts: torch.cat(ts, 1), *[s.carried for s in states])
+        return NetworkState(hidden, carried)
 
 
 def network_scorer(lit: LitLM, path: Path | None = None) -> NetworkScorer:

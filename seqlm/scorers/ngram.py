@@ -74,6 +74,16 @@ class NgramScorer(Scorer):
         state = self.model.state_after(self.to_model[np.asarray(prefix, np.int64)], bos=True)
         return self.model.distributions(state)[0, self.to_model]
 
+    def stepper(self):
+        from seqlm.scorers.ngram_step import NgramStepLM  # torch, only for a decoder
+
+        return NgramStepLM(self)
+
+    def line_ngram_lengths(self, lines: list[list[int]]) -> list[np.ndarray]:
+        ids = np.asarray([i for ln in lines for i in [*ln, Vocab.eos_id]], np.int64)
+        ends = np.cumsum([len(ln) + 1 for ln in lines])[:-1]
+        return np.split(self.model.ngram_lengths(self.to_model[ids]), ends) if lines else []
+
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for split in splits:
@@ -136,8 +146,6 @@ def load_ngram(path: Path, arpa_unk: str | None = None) -> NgramScorer:
     an ARPA file's words become a vocabulary until ``for_data`` matches them to a data's, with
     ``arpa_unk`` as the file's word for the data's ``<unk>``."""
     foreign = ".arpa" in path.name
-    if arpa_unk is not None and not foreign:
-        raise SeqlmError(f"arpa_unk={arpa_unk!r} is for ARPA files; {path} is not one")
     try:
         if path.is_dir():
             path = path / "model.npz"

@@ -23,8 +23,7 @@ from seqlm.decoding.rescoring import read_nbest, read_refs
 from seqlm.errors import SeqlmError
 from seqlm.scorers.network import load_network
 
-DATA = Path(__file__).resolve().parent / "data"
-ARPA = (DATA / "kenlm_test.arpa").read_text()
+ARPA = (Path(__file__).resolve().parents[1] / "ngram" / "kenlm_test.arpa").read_text()
 FUZZ = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

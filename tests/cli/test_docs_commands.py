@@ -19,7 +19,7 @@ from seqlm.cli.overrides import (
 )
 from seqlm.commands import COMMANDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 INLINE = re.compile(r"`((?:\$ )?python -m seqlm [^`]+)`")
 

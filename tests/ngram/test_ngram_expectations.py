@@ -11,7 +11,7 @@
   eq. 16, so that no word has probability 0) and Kneser-Ney's (nltk: the uniform distribution;
   ``ngram``: continuation counts interpolated with it, Chen & Goodman eq. 19).
 - KenLM's ``lm/model_test.cc`` (LGPL 2.1) queries on its ``lm/test.arpa``, copied to
-  ``tests/data/kenlm_test.arpa``: the log10 probabilities of ``Starters``, ``Continuation``,
+  ``tests/ngram/kenlm_test.arpa``: the log10 probabilities of ``Starters``, ``Continuation``,
   ``Blanks``, ``Unknowns`` and ``MinimalState``, to its tolerance (0.001 %). KenLM's state
   lengths, ``independent_left`` and ``ngram_length`` describe its own data structure and are
   not ported.
@@ -181,7 +181,7 @@ def test_nltk_kneser_ney_trigram():
 
 
 # -- KenLM ---------------------------------------------------------------------------------------
-KENLM_ARPA = Path(__file__).parent / "data" / "kenlm_test.arpa"
+KENLM_ARPA = Path(__file__).parent / "kenlm_test.arpa"
 
 # (test, start, [(word, expected log10 p), ...]): each word appended to the state in turn;
 # a row ("RESET", name) goes back to a saved state. From lm/model_test.cc.

@@ -20,7 +20,7 @@ from seqlm.conf import choices
 from seqlm.errors import SeqlmError
 from seqlm.scorers import load_scorer
 
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 # Presets that launch processes or need a GPU are composed here and run elsewhere: ddp_cpu in
 # test_distributed.py (through the CLI), gpu and ddp by benchmarks/gpu_check.sh.
 SLOW = pytest.mark.slow  # a case that starts Lightning in a subprocess (about 8 s each)

@@ -7,27 +7,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
+from iterates import Iterates
 
 from seqlm.commands.train import train
 from seqlm.errors import SeqlmError
 from seqlm.training.averaging import Averaging, should_switch
-
-
-class _Iterates(pl.Callback):
-    """The weights after every optimizer step, and the lr each step used."""
-
-    def __init__(self):
-        self.weights: list[torch.Tensor] = []
-        self.lrs: list[tuple[int, float]] = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.lrs.append((self.length, optimizer.param_groups[0]["lr"]))
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.length = batch["input"].shape[1]
-
-    def on_train_batch_end(self, trainer, pl_module, *args):
-        self.weights.append(pl_module.net.decoder.bias.detach().clone())
 
 
 def test_the_trigger_fires_where_the_hand_written_trace_says():
@@ -84,7 +68,7 @@ NT_ASGD = [
 
 
 def test_nt_asgd_checkpoints_hold_the_mean_of_the_iterates_since_the_switch(tmp_path):
-    probe = _Iterates()
+    probe = Iterates()
     cfg = make_config("train", [*NT_ASGD, "optim.average_from_start=true", "trainer.max_epochs=2"])
     train(cfg, run_dir=tmp_path, callbacks=[probe], evaluate=False)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

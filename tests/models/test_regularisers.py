@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset
-from test_averaging import _Iterates
+from iterates import Iterates
 from test_models import hand_forward
 
 from seqlm.commands.train import train
@@ -221,7 +221,7 @@ def test_bad_regulariser_options_get_one_line(kwargs, message):
 
 
 def test_variable_windows_scale_the_learning_rate_by_their_length(tmp_path):
-    probe = _Iterates()
+    probe = Iterates()
     overrides = [*SMALL_AGREEMENT, *TINY_TRAIN, "optim=sgd", "data.variable_bptt=true"]
     cfg = make_config("train", [*overrides, "+trainer.limit_val_batches=0"])
     train(cfg, run_dir=tmp_path, callbacks=[probe], evaluate=False)

@@ -11,8 +11,9 @@ from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
 
 import seqlm
 from seqlm.commands.train import train
-from seqlm.decoding.step import NetworkStepLM, NgramStepLM
 from seqlm.errors import SeqlmError
+from seqlm.scorers.network import NetworkStepLM
+from seqlm.scorers.ngram_step import NgramStepLM
 
 SENTENCES = [
     "the dog runs",

@@ -164,7 +164,7 @@ def test_training_scans_and_evaluation_steps(monkeypatch):
 
 @pytest.mark.parametrize("cell", ["mingru", "minlstm"])
 def test_the_scan_carries_state_across_windows(cell):
-    """In training (the scan) as in evaluation (tests/test_models.py): windows with the state
+    """In training (the scan) as in evaluation (tests/models/test_models.py): windows with the state
     carried equal one long pass."""
     torch.manual_seed(5)
     model = preset("model", cell, vocab_size=V, emb_size=E, hidden_size=H, num_layers=2).train()
