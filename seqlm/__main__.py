@@ -61,11 +61,12 @@ def main(argv: list[str] | None = None) -> None:
                 discard(run_dir)
             fail(str(err))
 
-    # Hydra reads the overrides from sys.argv. Lightning's DDP launcher re-runs this module
-    # with sys.argv[1:] (plus hydra.run.dir) for every other device: the command reaches the
-    # workers through the environment, which they inherit.
+    # Hydra reads the overrides from sys.argv. Lightning's DDP launcher re-runs the program
+    # for every other device: ``python -m seqlm`` when started so, else ``python sys.argv[0]``
+    # (the console script, which must stay a path), with sys.argv[1:] (plus hydra.run.dir).
+    # The command reaches those workers through the environment, which they inherit.
     os.environ[COMMAND_ENV] = command
-    sys.argv = [f"{sys.argv[0]} {command}", *overrides]
+    sys.argv = [sys.argv[0], *overrides]
     task()
 
 

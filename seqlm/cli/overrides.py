@@ -18,6 +18,7 @@ from typing import Any
 from seqlm.commands import POSITIONAL
 from seqlm.conf import choices, is_group, preset_target
 from seqlm.errors import SeqlmError
+from seqlm.training.launch import worker_run_dir
 
 SWEEP = ("-m", "--multirun")
 TYPED = (
@@ -204,7 +205,7 @@ def hydra_overrides(command: str, args: list[str]) -> list[str]:
         and not any(a.startswith("hydra.run.dir=") for a in args)
     ):
         args.append(f"hydra.run.dir={resume[-1]}")
-    return args
+    return [*args, *worker_run_dir(args)]
 
 
 def check_group_choices(args: list[str]) -> None:

@@ -34,7 +34,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"tokens_out={str(tokens_out)!r}: folder {tokens_out.parent} does not exist"
         )
     cache, dynamic = adaptation(cfg)
-    data, scorer = on_data(load_scorer(cfg.ckpt, cfg.get("arpa_unk")), cfg.get("data"))
+    scorer = load_scorer(cfg.ckpt, cfg.get("arpa_unk"), cfg.get("device"))
+    data, scorer = on_data(scorer, cfg.get("data"))
     splits = tuple(cfg.splits)
     lps = None
     if cache is None and dynamic is None:

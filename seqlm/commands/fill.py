@@ -17,7 +17,7 @@ BLANK = "___"
 
 
 def run(cfg: DictConfig) -> list[tuple[str, float]]:
-    scorer = load_scorer(cfg.ckpt)
+    scorer = load_scorer(cfg.ckpt, device=cfg.get("device"))
     text = str(cfg.text)
     if text.count(BLANK) != 1:
         raise SeqlmError(f"text={text!r} must hold exactly one {BLANK} blank")

@@ -8,13 +8,14 @@ import torch
 from omegaconf import DictConfig
 
 from seqlm.data.vocab import Vocab
+from seqlm.decoding.step import StepLM
 from seqlm.errors import SeqlmError
 from seqlm.files import write_text
-from seqlm.scorers import Scorer, load_scorer
+from seqlm.scorers import load_scorer
 
 
 def sample(
-    scorer: Scorer,
+    lm: StepLM,
     prompt_ids: list[int],
     num_tokens: int,
     temperature: float = 1.0,
@@ -22,16 +23,20 @@ def sample(
     generator: torch.Generator | None = None,
     stop_at_eos: bool = True,
 ) -> list[int]:
-    """Ancestral sampling with temperature and top-k from ``<eos>`` + the prompt; works for
-    any left-to-right scorer (networks and n-grams alike)."""
+    """Ancestral sampling with temperature and top-k from ``<eos>`` + the prompt, one token a
+    step through the step API (``Scorer.stepper``: the state is carried, so a sample of N
+    tokens costs N steps, not N prefixes); any left-to-right model, networks and n-grams
+    alike."""
     if temperature <= 0:
         raise SeqlmError(f"temperature={temperature} must be > 0")
     if top_k < 0:
         raise SeqlmError(f"top_k={top_k} must be >= 0 (0 keeps every token)")
-    context = list(prompt_ids)
+    state = lm.start(1)
+    for token in prompt_ids:
+        state = lm.advance(state, torch.tensor([token]))
     out: list[int] = []
     for _ in range(num_tokens):
-        scores = torch.from_numpy(scorer.next_logprobs(context)) / temperature
+        scores = lm.next_log_probs(state)[0] / temperature
         if top_k:
             kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -40,21 +45,22 @@ def sample(
         if nxt == Vocab.eos_id:
             if stop_at_eos:
                 break
-            context = []  # a new sentence
+            state = lm.start(1)  # a new sentence
         else:
-            context.append(nxt)
+            state = lm.advance(state, torch.tensor([nxt]))
     return out
 
 
 def run(cfg: DictConfig) -> list[str]:
-    scorer = load_scorer(cfg.ckpt)
+    scorer = load_scorer(cfg.ckpt, device=cfg.get("device"))
     words = scorer.tokenize(str(cfg.prompt))
     prompt = scorer.encode_known(words, "prompt") if words else []
+    lm = scorer.stepper()
     gen = torch.Generator().manual_seed(int(cfg.seed))
     texts = []
     for _ in range(int(cfg.num_samples)):
         ids = sample(
-            scorer,
+            lm,
             prompt,
             int(cfg.num_tokens),
             float(cfg.temperature),

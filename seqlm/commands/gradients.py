@@ -54,7 +54,7 @@ def curves_of(cfg: DictConfig) -> list[Curve]:
         raise SeqlmError(f"split={cfg.split!r} is not one of valid, test")
     measured: list[tuple[str, Scorer, np.ndarray]] = []
     for path in cfg.runs:
-        data, scorer = on_data(load_scorer(path), cfg.get("data"))
+        data, scorer = on_data(load_scorer(path, device=cfg.get("device")), cfg.get("data"))
         measured.append((Path(path).name, scorer, data.ids[cfg.split]))
     if cfg.get("model") is not None:
         scorer, ids = untrained(cfg)

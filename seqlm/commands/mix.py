@@ -50,13 +50,14 @@ def em_weights(
     return weights, iterations
 
 
-def component_logprobs(path: str, data, scorer=None) -> dict[str, np.ndarray]:
+def component_logprobs(path: str, data, scorer=None, device=None) -> dict[str, np.ndarray]:
     """Valid and test log-probabilities of one component: a run (scored here) or a
     ``tokens_out`` file (an adapted evaluation, an outside model), checked to hold the very
-    targets of ``data``."""
+    targets of ``data``; a network scored on ``device``."""
     tokens = token_file(path)
     if tokens is None:
-        scorer = (scorer or load_scorer(path)).for_data(data)  # one vocabulary, or refused
+        scorer = scorer or load_scorer(path, device=device)
+        scorer = scorer.for_data(data)  # one vocabulary, or refused
         return {s: scorer.text_logprobs(data.ids[s], data.eval_batch_size) for s in SPLITS}
     if bool(tokens["pseudo"]):
         raise SeqlmError(f"mix: {path} holds pseudo-log-likelihoods; they cannot be interpolated")
@@ -82,8 +83,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if anchor is None:
         data, loaded = prepared_data(cfg.data), None
     else:
-        data, loaded = on_data(load_scorer(anchor), cfg.get("data"))
-    parts = [component_logprobs(r, data, loaded if r == anchor else None) for r in runs]
+        data, loaded = on_data(load_scorer(anchor, device=cfg.get("device")), cfg.get("data"))
+    device = cfg.get("device")
+    parts = [component_logprobs(r, data, loaded if r == anchor else None, device) for r in runs]
     lps = {split: np.stack([p[split] for p in parts]) for split in SPLITS}
     weights, steps = em_weights(lps["valid"], cfg.em.iterations, cfg.em.tolerance)
     evaluation: dict[str, Any] = {}

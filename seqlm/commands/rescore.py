@@ -139,7 +139,7 @@ def part_figures(part: str, table: rs.Table, chosen, refs_units) -> dict[str, An
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     inputs = read_inputs(cfg)  # every input checked before the models load
-    scorers = [load_scorer(c, cfg.get("arpa_unk")) for c in inputs.ckpts]
+    scorers = [load_scorer(c, cfg.get("arpa_unk"), cfg.get("device")) for c in inputs.ckpts]
     for scorer in scorers:
         if scorer.pseudo:
             scorer.refuse("probabilities of text to rescore hypotheses with")

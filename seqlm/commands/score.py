@@ -18,7 +18,7 @@ from seqlm.scorers import load_scorer
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    scorer = load_scorer(cfg.ckpt)
+    scorer = load_scorer(cfg.ckpt, device=cfg.get("device"))
     raw = split_lines(read_text(Path(cfg.input).expanduser()))
     lines = [scorer.tokenize(ln) for ln in raw]
     lps = scorer.sentence_logprobs([scorer.vocab.encode(w) for w in lines])

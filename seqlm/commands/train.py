@@ -13,13 +13,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from seqlm.build import build
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
-from seqlm.evaluation.schema import network_description, run_metrics
+from seqlm.evaluation.schema import EVAL_PRECISION, network_description, run_metrics
 from seqlm.models import layout_of
 from seqlm.models.output import check_softmax
 from seqlm.models.recurrent import check_model_options
@@ -75,6 +76,7 @@ def train(
     ckpt = best_or_last(best)  # the best weights by validation, else the last saved
     if not best.best_model_path and trainer.is_global_zero:
         print(f"no validation ran, so no best checkpoint: testing {ckpt or 'the final weights'}")
+    train_precision = str(trainer.precision)
     evaluation = final_evaluation(trainer, lit, data, ckpt)
     facts = {
         "time/train_s": train_s,
@@ -82,6 +84,8 @@ def train(
         "train/steps": trainer.global_step,
         "train/epochs": trainer.current_epoch,
         "train/world_size": trainer.world_size,
+        "train/precision": train_precision,
+        "eval/precision": EVAL_PRECISION,
         # every rank trains as many targets; the time includes validation
         "train/tokens_per_s": lit.tokens_seen * trainer.world_size / train_s,
         "checkpoint": ckpt or "",
@@ -144,7 +148,12 @@ def failures_reported(trainer, stop: Stop, run_dir: Path, loggers, container, st
 
 def final_evaluation(trainer, lit: LitLM, data, ckpt: str | None) -> dict[str, Any]:
     """Validation and test of the weights in ``ckpt`` (the final ones if None), with the
-    data's facts; no ``val/*`` figure when nothing was validated."""
+    data's facts; no ``val/*`` figure when nothing was validated. In float32 whatever the
+    training precision (``trainer.precision=bf16-mixed`` trains in bfloat16 autocast), so that
+    metrics.json and ``seqlm eval`` of the same checkpoint give the same figures; the training
+    precision is recorded beside them (``train/precision``)."""
+    trainer.strategy.precision_plugin = Precision()  # no autocast, no loss scaling
+    lit.float()  # a ``*-true`` half precision trained half weights; mixed ones are float32
     for stage in (trainer.validate, trainer.test):
         stage(lit, datamodule=data, ckpt_path=ckpt, verbose=False, weights_only=True)
     evaluation = {**lit.results.get("val", {}), **lit.results["test"], **data.info()}
@@ -207,10 +216,9 @@ def peer_lost(e: RuntimeError) -> bool:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    # one training per run directory, checked first: the first process of the first node
-    # holds the lock (the DDP workers Lightning starts run this command too, inside the run)
-    zero = rank_zero_only.rank == 0
-    owner = zero and os.environ.get("NODE_RANK", "0") == "0" and "LOCAL_RANK" not in os.environ
+    # one training per run directory, checked first: the process of global rank 0 holds the
+    # lock (the DDP workers Lightning, torchrun or srun start run this command too)
+    owner = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     folder = Path(cfg.resume).expanduser() if cfg.get("resume") else run_dir_of(cfg)
     with RunLock(folder) if owner else contextlib.nullcontext():
         if cfg.get("resume"):

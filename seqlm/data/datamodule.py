@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from seqlm.data.batching import EvalStream, SentenceBatches, StreamLoader, TrainStream
 from seqlm.data.corpusdata import LAYOUTS, CorpusData, make_corpus, prepared_data
+from seqlm.errors import SeqlmError
 
 __all__ = ["LAYOUTS", "LMData", "make_corpus", "prepared_data"]
 
@@ -19,6 +20,14 @@ class LMData(CorpusData, pl.LightningDataModule):
         self.prepare()
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.layout == "stream" and self.eval_batch_size < self.world_size:
+            # each rank scores whole rows of the evaluation streams: a rank without a row
+            # would have nothing to score (and more rows would change the figures)
+            raise SeqlmError(
+                f"data.eval_batch_size={self.eval_batch_size} is below the {self.world_size} "
+                f"processes, which evaluate whole rows each: give data.eval_batch_size="
+                f"{self.world_size} or more (a multiple of {self.world_size} keeps them even)"
+            )
 
     # -- loaders -------------------------------------------------------------------------------
     def train_dataset(self):

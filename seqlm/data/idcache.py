@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ from seqlm.files import alive, reason
 
 SPLIT_FILE = "{}.ids"
 CRC_BLOCK = 1 << 24  # bytes checksummed at a time
+STALE_S = 24 * 3600  # another host's temporary folder untouched this long is abandoned
 
 
 class Damaged(Exception):
@@ -93,7 +96,7 @@ def build(
                 f"seqlm: the id cache {folder} is damaged ({why}); rebuilding it", file=sys.stderr
             )
             shutil.rmtree(folder, ignore_errors=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp = folder.with_name(f"{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(folder)
@@ -123,8 +126,21 @@ def build(
 
 
 def remove_abandoned(folder: Path) -> None:
-    """Temporary folders of ``folder`` left by processes that are gone (killed mid-write)."""
+    """Temporary folders of ``folder`` left by processes that are gone (killed mid-write). A
+    folder names its writer's host and pid: on a file system that several nodes share, a pid
+    says nothing of another host's processes, so another host's folder is removed only when
+    untouched for ``STALE_S``."""
+    here = socket.gethostname()
     for tmp in folder.parent.glob(f"{folder.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not alive(int(pid)):
+        host, _, pid = tmp.name[len(folder.name) + len(".tmp-") :].rpartition("-")
+        if not pid.isdigit():
+            continue
+        if host == here:
+            gone = not alive(int(pid))
+        else:
+            try:
+                gone = time.time() - tmp.stat().st_mtime > STALE_S
+            except OSError:  # removed meanwhile
+                continue
+        if gone:
             shutil.rmtree(tmp, ignore_errors=True)

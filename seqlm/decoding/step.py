@@ -84,3 +84,40 @@ class StepLM(ABC):
             total += float(self.token_log_probs(state, token)[0])
             state = self.advance(state, token)
         return total + float(self.end_log_probs(state)[0])
+
+
+class MixtureStepLM(StepLM):
+    """Step models of one vocabulary interpolated per token with fixed ``weights``,
+    ``p(w) = Σ_i λ_i p_i(w)`` (a ``mix`` run): the state is every component's own."""
+
+    def __init__(self, scorer: Any, parts: list[StepLM], weights: Any):
+        super().__init__(scorer)
+        self.parts = parts
+        with torch.no_grad():  # a zero weight is a component left out: log 0 = -inf
+            self.log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float64))
+
+    def _mixed(self, per_part: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(per_part)  # (M, B) or (M, B, V)
+        w = self.log_weights.reshape(-1, *[1] * (stacked.dim() - 1))
+        return torch.logsumexp(w + stacked, 0)
+
+    def start(self, batch_size: int = 1) -> list:
+        return [p.start(batch_size) for p in self.parts]
+
+    def next_log_probs(self, state: list) -> torch.Tensor:
+        return self._mixed([p.next_log_probs(s) for p, s in zip(self.parts, state)])
+
+    def token_log_probs(self, state: list, tokens: torch.Tensor) -> torch.Tensor:
+        return self._mixed([p.token_log_probs(s, tokens) for p, s in zip(self.parts, state)])
+
+    def advance(self, state: list, tokens: torch.Tensor) -> list:
+        return [p.advance(s, tokens) for p, s in zip(self.parts, state)]
+
+    def select(self, state: list, index: torch.Tensor) -> list:
+        return [p.select(s, index) for p, s in zip(self.parts, state)]
+
+    def batch_size(self, state: list) -> int:
+        return self.parts[0].batch_size(state[0])
+
+    def concat(self, states: list[list]) -> list:
+        return [p.concat([s[i] for s in states]) for i, p in enumerate(self.parts)]

@@ -31,6 +31,7 @@ import math
 from typing import Any
 
 STAGE_OF = {"valid": "val", "test": "test"}  # a split's name in metric keys
+EVAL_PRECISION = "32-true"  # every network's final figures, train's and eval's alike
 SPLIT_FIGURES = ("ppl", "pseudo_ppl", "ppl_floor", "loss", "bits", "tokens", "agreement")
 SPLIT_FIGURES += ("agreement_far",)
 

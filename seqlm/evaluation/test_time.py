@@ -82,7 +82,7 @@ def cache_probability(
 ) -> torch.Tensor:
     """The whole cache distribution at one position: ``h`` (H,), ``past_h`` (N, H) and the
     targets that followed them ``past_y`` (N,) -> (V,), summing to one (zeros if N = 0)."""
-    out = torch.zeros(vocab_size, dtype=torch.float64)
+    out = torch.zeros(vocab_size, dtype=torch.float64, device=h.device)
     if len(past_y) == 0:
         return out
     weights = torch.softmax(theta * (past_h.double() @ h.double()), 0)
@@ -105,15 +105,17 @@ class _Walker:
         cache reads the top layer's outputs ``h`` (``features``; in evaluation mode the
         network's dropouts are the identity)."""
         adapt = self.dynamic is not None and self.dynamic.lr > 0
-        with torch.set_grad_enabled(adapt):
+        # cuDNN refuses backward through an RNN in eval mode: the adapting pass takes torch's
+        # own kernels (the same figures), dropout staying off
+        with torch.set_grad_enabled(adapt), torch.backends.cudnn.flags(enabled=not adapt):
             h, new_state = self.net.features(inp, state)  # (B, T, H)
             lp = self.net.target_log_probs(h, target, torch.float64)  # (B, T), 0 at padding
+            if adapt:
+                self._step(-lp.sum() / (target != IGNORE).sum().clamp(min=1))
         scored = lp.detach()
         if self.cache is not None and self.cache.lam > 0:
             safe = target.clamp(min=0)
             scored, past_h, past_y = self._with_cache(scored, h.detach(), safe, past_h, past_y)
-        if adapt:
-            self._step(-lp.sum() / max(int((target != IGNORE).sum()), 1))
         return scored, detach_state(new_state), past_h, past_y
 
     def _with_cache(self, lp, h, y, past_h, past_y):
@@ -125,8 +127,8 @@ class _Walker:
         hist_y = torch.cat([past_y, y], 1)
         n0 = past_h.shape[1]
         scores = c.theta * torch.einsum("bth,bjh->btj", h.double(), hist_h.double())
-        j = torch.arange(n0 + T)[None, :]
-        t = torch.arange(T)[:, None] + n0  # position t's own index in the history
+        j = torch.arange(n0 + T, device=h.device)[None, :]
+        t = torch.arange(T, device=h.device)[:, None] + n0  # position t's index in the history
         allowed = (j < t) & (j >= t - c.size)  # the last `size` positions strictly before t
         scores = scores.masked_fill(~allowed[None], float("-inf"))
         attn = torch.softmax(scores, -1).nan_to_num(0.0)  # a row with no past: all zeros
@@ -164,20 +166,19 @@ def adapted_logprobs(
     with neither (or ``lam = 0`` and ``lr = 0``) exactly the plain evaluation's."""
     walker = _Walker(net, cache, dynamic)
     stream = EvalStream(np.asarray(ids), Vocab.eos_id, rows, window)
-    param = next(walker.net.parameters())
-    H = walker.net.hidden_size
+    param = next(walker.net.parameters())  # tensors are made on its device, in its dtype
+    H, device = walker.net.hidden_size, param.device
     B = stream.tensors["input"].shape[0]
-    past_h = torch.zeros(B, 0, H, dtype=param.dtype)
-    past_y = torch.zeros(B, 0, dtype=torch.long)
+    past_h = torch.zeros(B, 0, H, dtype=param.dtype, device=device)
+    past_y = torch.zeros(B, 0, dtype=torch.long, device=device)
     state, columns = None, []
     for batch in stream:
-        lp, state, past_h, past_y = walker.window(
-            batch["input"], batch["target"], state, past_h, past_y
-        )
+        inp, target = batch["input"].to(device), batch["target"].to(device)
+        lp, state, past_h, past_y = walker.window(inp, target, state, past_h, past_y)
         columns.append(lp)
     if not columns:
         return np.zeros(0)
-    return torch.cat(columns, 1).flatten().numpy()[: len(ids)]
+    return torch.cat(columns, 1).flatten().cpu().numpy()[: len(ids)]  # leaves the device once
 
 
 CACHE_GRID = {"theta": (0.1, 0.3, 1.0, 3.0), "lam": (0.05, 0.1, 0.2, 0.3)}

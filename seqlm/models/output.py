@@ -42,13 +42,20 @@ class LanguageModel(nn.Module):
         self, hidden: torch.Tensor, target: torch.Tensor, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """log p of each ``target`` (...) given ``hidden`` (..., D); 0 where the target is
-        ``IGNORE`` (padding). ``logit_t - m - log Σ_w exp(logit_w - m)``, ``m`` the largest
-        logit: the V-wide sum of exponentials in float32 at least (its relative error ~1e-7),
-        the few (...) results in ``dtype``, so that float64 costs no V-wide float64 pass."""
+        ``IGNORE`` (padding). In float32 (training, evaluation): ``F.cross_entropy``, one fused
+        log-softmax and gather that keeps one V-wide tensor for backward (under autocast it
+        reads half-precision logits and works in float32). In float64 (``dtype``, what the
+        scorers ask): ``logit_t - m - log Σ_w exp(logit_w - m)``, ``m`` the largest logit,
+        the V-wide sum of exponentials in float32 at least (its relative error ~1e-7), the few
+        (...) results in float64, so that float64 costs no V-wide float64 pass."""
         if self.adaptive is not None:
             return self.adaptive.target_log_probs(hidden, target, dtype)
         logits = self.logits(hidden)
         work = torch.promote_types(logits.dtype, torch.float32)
+        if (dtype or work) == torch.float32:
+            flat = logits.reshape(-1, logits.shape[-1])
+            nll = F.cross_entropy(flat, target.reshape(-1), ignore_index=IGNORE, reduction="none")
+            return -nll.reshape(target.shape)
         x = logits.to(work)
         picked = x.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
         top = x.amax(-1, keepdim=True).detach()  # lse is the same for any shift
@@ -194,10 +201,16 @@ class AdaptiveSoftmax(nn.Module):
         short = self.bounds[0]
         lp = head.gather(1, t.clamp(max=short - 1)[:, None]).squeeze(1)
         lp = torch.where(t < short, lp, torch.zeros((), dtype=lp.dtype, device=lp.device))
-        for i, (lo, hi) in enumerate(zip(self.bounds, self.bounds[1:])):
+        # the rows of each cluster's targets, from one host sync for all of them (the sizes)
+        bounds = torch.tensor(self.bounds, device=t.device)
+        cluster = torch.bucketize(t, bounds, right=True)  # 0: the head, i + 1: tail i
+        order = torch.argsort(cluster, stable=True)
+        sizes = torch.bincount(cluster, minlength=len(self.bounds)).tolist()
+        groups = torch.split(order, sizes)
+        for i, lo in enumerate(self.bounds[:-1]):
             # every cluster runs, on no rows if none of its words is a target, so that each
             # parameter is in the graph on every step (DDP expects that)
-            rows = ((t >= lo) & (t < hi)).nonzero().squeeze(1)
+            rows = groups[i + 1]
             inside = self.tail_log_probs(i, h[rows]).gather(1, (t[rows] - lo)[:, None])
             lp = lp.index_add(0, rows, inside.squeeze(1) + head[rows, short + i])
         out = dtype or lp.dtype

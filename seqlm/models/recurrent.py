@@ -72,26 +72,40 @@ BF16_FALLBACK = (
 def run_rnn(
     rnn: nn.Module, x: torch.Tensor, state: State, weights: dict | None = None
 ) -> tuple[torch.Tensor, State]:
-    """``rnn(x, state)``, with ``weights`` in place of its parameters when given; an LSTM under
-    CPU bfloat16 autocast that this CPU cannot run in bfloat16 runs in float32 instead (said
-    once, as a warning)."""
+    """``rnn(x, state)``, with ``weights`` in place of its parameters when given. Under
+    bfloat16 autocast, torch's own recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) run
+    in float32 where autocast would not give them bfloat16 (``float32_recurrence``); the
+    cells of ``seqlm.models.cells`` are ordinary operations that autocast casts one by one."""
 
     def call(x: torch.Tensor, state: State):
         return rnn(x, state) if weights is None else functional_call(rnn, weights, (x, state))
 
-    if (
-        isinstance(rnn, nn.LSTM)
-        and x.device.type == "cpu"
-        and torch.is_autocast_enabled("cpu")
-        and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not cpu_bf16_lstm()
-    ):
-        warnings.warn(BF16_FALLBACK, stacklevel=2)
-        with torch.autocast("cpu", enabled=False):
-            if state is not None:
-                state = tuple(s.float() for s in state)
-            return call(x.float(), state)
-    return call(x, state)
+    if not float32_recurrence(rnn, x):
+        return call(x, state)
+    with torch.autocast(x.device.type, enabled=False):
+        return call(x.float(), tree_map(lambda s: s.float(), state))
+
+
+def float32_recurrence(rnn: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``rnn`` must leave bfloat16 autocast and run in float32:
+
+    - on CUDA, always: torch's autocast wrapper for cuDNN's RNNs casts the input, the weights
+      and the state to float16 whatever the autocast dtype (``_cudnn_rnn_cast_reflatten``), so
+      ``bf16-mixed`` would run the recurrence in float16 with no loss scaling. float32 (with
+      TF32 where cuDNN allows it) is exact; the output layer, the larger matmul, stays bf16;
+    - on a CPU without a bfloat16 LSTM kernel (``cpu_bf16_lstm``), for an LSTM (said once, as
+      a warning)."""
+    device = x.device.type
+    if not isinstance(rnn, nn.RNNBase) or device not in ("cuda", "cpu"):
+        return False
+    if not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
+        return False
+    if device == "cuda":
+        return True
+    fallback = isinstance(rnn, nn.LSTM) and not cpu_bf16_lstm()
+    if fallback:
+        warnings.warn(BF16_FALLBACK, stacklevel=3)
+    return fallback
 
 
 def check_options(

@@ -186,10 +186,12 @@ def family_of(model_cfg: Any) -> str:
     return "ngram" if str(model_cfg.get("_target_", "")).startswith("ngram.") else "network"
 
 
-def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
+def load_scorer(path: str | Path, arpa_unk: str | None = None, device: str | None = None) -> Scorer:
     """A trained model from a run directory (a network's, an n-gram's or a ``mix`` run's),
     a network checkpoint (``.ckpt``), an n-gram ``model.npz`` or an ARPA file (``.arpa``,
-    ``.arpa.gz``; ``arpa_unk`` is its word for the data's ``<unk>``)."""
+    ``.arpa.gz``; ``arpa_unk`` is its word for the data's ``<unk>``). A network runs on
+    ``device`` (``cuda``, ``cuda:1``, ``cpu``; default a GPU when there is one); an n-gram
+    on the CPU (numpy)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise SeqlmError(f"ckpt={str(path)!r}: no such file or run directory")
@@ -198,14 +200,14 @@ def load_scorer(path: str | Path, arpa_unk: str | None = None) -> Scorer:
     if p.is_dir() and (p / "mix.json").exists():
         from seqlm.scorers.mixture import load_mixture
 
-        return load_mixture(p)
+        return load_mixture(p, device)
     if (p.is_dir() and (p / "model.npz").exists()) or p.suffix == ".npz" or ".arpa" in p.name:
         from seqlm.scorers.ngram import load_ngram
 
         return load_ngram(p, arpa_unk)
     from seqlm.scorers.network import load_network
 
-    return load_network(p)
+    return load_network(p, device)
 
 
 __all__ = ["Scorer", "family_of", "load_scorer", "normalise_blank", "on_data"]

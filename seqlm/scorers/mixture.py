@@ -67,6 +67,11 @@ class MixtureScorer(Scorer):
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         return mixture_logprobs(self.weights, [p.next_logprobs(prefix) for p in self.parts])
 
+    def stepper(self):
+        from seqlm.decoding.step import MixtureStepLM  # torch, only for a decoder
+
+        return MixtureStepLM(self, [p.stepper() for p in self.parts], self.weights)
+
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for split in splits:
@@ -79,7 +84,7 @@ class MixtureScorer(Scorer):
         return mixture_description(names, self.weights.tolist(), self.em_steps)
 
 
-def load_mixture(run_dir: Path) -> MixtureScorer:
+def load_mixture(run_dir: Path, device: str | None = None) -> MixtureScorer:
     """The mixture of a ``mix`` run directory (its ``mix.json``: component runs and weights)."""
     record = json.loads((run_dir / "mix.json").read_text())
     parts = []
@@ -89,6 +94,6 @@ def load_mixture(run_dir: Path) -> MixtureScorer:
                 f"ckpt={str(run_dir)!r}: component {run} is an `eval tokens_out=` file "
                 "(scores of fixed targets), which cannot score new text"
             )
-        parts.append(load_scorer(run))
+        parts.append(load_scorer(run, device=device))
     config = parts[0].config
     return MixtureScorer(parts, record["weights"], config, run_dir, record.get("em_steps", 0))

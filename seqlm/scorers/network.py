@@ -16,7 +16,12 @@ from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
 from seqlm.decoding.step import StepLM
 from seqlm.errors import SeqlmError
-from seqlm.evaluation.schema import STAGE_OF, data_description, network_description
+from seqlm.evaluation.schema import (
+    EVAL_PRECISION,
+    STAGE_OF,
+    data_description,
+    network_description,
+)
 from seqlm.evaluation.test_time import adapted_logprobs, tune
 from seqlm.scorers import Scorer, normalise_blank
 from seqlm.training.module import LitLM
@@ -26,8 +31,9 @@ WINDOW = 256  # positions per forward call when scoring a stream (the state is c
 
 class NetworkScorer(Scorer):
     """``lit``'s network in evaluation mode: what both kinds of network share. Batches are
-    scored with ``torch.no_grad`` on the CPU or wherever ``lit`` lives, in float64 after the
-    output layer (``RecurrentLM.target_log_probs``)."""
+    scored with ``torch.no_grad`` wherever ``lit`` lives (``device=``): every tensor is made
+    on its weights' device, and results leave it once, in float64 after the output layer
+    (``RecurrentLM.target_log_probs``)."""
 
     family = "network"
 
@@ -37,14 +43,18 @@ class NetworkScorer(Scorer):
         self.net = lit.net
         self.layout = self.net.layout
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
     @staticmethod
     def padded_targets(lines: list[list[int]]) -> torch.Tensor:
         """(B, W) the lines with their ``<eos>``, padded with ``IGNORE``."""
         chunk = [[*ln, Vocab.eos_id] for ln in lines]
-        target = torch.full((len(chunk), max(map(len, chunk))), IGNORE, dtype=torch.long)
+        target = np.full((len(chunk), max(map(len, chunk))), IGNORE, dtype=np.int64)
         for row, c in enumerate(chunk):
-            target[row, : len(c)] = torch.tensor(c)
-        return target
+            target[row, : len(c)] = c
+        return torch.from_numpy(target)
 
     @torch.no_grad()
     def line_token_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> list:
@@ -53,7 +63,8 @@ class NetworkScorer(Scorer):
         order = np.argsort([len(ln) for ln in lines], kind="stable")
         for start in range(0, len(lines), batch_size):
             rows = order[start : start + batch_size]
-            lp = self.line_logprobs(self.padded_targets([lines[i] for i in rows])).numpy()
+            target = self.padded_targets([lines[i] for i in rows]).to(self.device)
+            lp = self.line_logprobs(target).cpu().numpy()
             for r, i in enumerate(rows):
                 out[i] = lp[r, : len(lines[i]) + 1]
         return out
@@ -65,9 +76,11 @@ class NetworkScorer(Scorer):
     def evaluate(self, data, splits=("valid", "test")) -> dict[str, Any]:
         import pytorch_lightning as pl
 
+        device = self.device
         trainer = pl.Trainer(
-            accelerator="auto",
-            devices=1,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[device.index or 0] if device.type == "cuda" else 1,
+            precision=EVAL_PRECISION,
             logger=False,
             enable_model_summary=False,
             # a bar on a terminal (a network's evaluation of PTB takes minutes), none in logs
@@ -81,7 +94,7 @@ class NetworkScorer(Scorer):
             if split in splits:
                 run(self.lit, datamodule=data, verbose=False)
                 out.update(self.lit.results[STAGE_OF[split]])
-        return {**out, **data.info()}
+        return {**out, **data.info(), "eval/precision": EVAL_PRECISION}
 
     def describe(self) -> dict[str, Any]:
         data = self.config.get("data", {})
@@ -107,8 +120,8 @@ class LeftToRightScorer(NetworkScorer):
 
     @torch.no_grad()
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
-        hidden, _ = self.net.features(torch.tensor([[Vocab.eos_id, *prefix]]))
-        return self.net.log_probs(hidden[0, -1], torch.float64).numpy()
+        hidden, _ = self.net.features(torch.tensor([[Vocab.eos_id, *prefix]], device=self.device))
+        return self.net.log_probs(hidden[0, -1], torch.float64).cpu().numpy()
 
     def stepper(self) -> NetworkStepLM:
         return NetworkStepLM(self)
@@ -137,7 +150,7 @@ class ClozeScorer(NetworkScorer):
     pseudo = True
 
     def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
-        inp = torch.full((len(target), target.shape[1] + 2), Vocab.eos_id)
+        inp = torch.full((len(target), target.shape[1] + 2), Vocab.eos_id, device=target.device)
         inp[:, 1:-1] = torch.where(target == IGNORE, Vocab.eos_id, target)  # <eos> w.. <eos>
         hidden = self.net.features(inp, self.net.lengths_of(target))
         return self.net.target_log_probs(hidden, target, torch.float64)
@@ -146,11 +159,11 @@ class ClozeScorer(NetworkScorer):
     def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
         out = []  # each line between <eos> boundaries, in corpus order
         for batch in SentenceBatches(np.asarray(ids), Vocab.eos_id, 64, shuffle=False):
-            target = batch["target"]
-            hidden = self.net.features(batch["input"], self.net.lengths_of(target))
-            lp = self.net.target_log_probs(hidden, target, torch.float64)
-            keep = target != IGNORE
-            out.extend(lp[r][keep[r]].numpy() for r in range(len(lp)))
+            target, inp = batch["target"].to(self.device), batch["input"].to(self.device)
+            hidden = self.net.features(inp, self.net.lengths_of(target))
+            lp = self.net.target_log_probs(hidden, target, torch.float64).cpu().numpy()
+            keep = (target != IGNORE).cpu().numpy()
+            out.extend(lp[r][keep[r]] for r in range(len(lp)))
         return np.concatenate(out) if out else np.zeros(0)
 
     def text_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
@@ -159,9 +172,10 @@ class ClozeScorer(NetworkScorer):
     @torch.no_grad()
     def blank_logprobs(self, left: list[int], right: list[int]) -> np.ndarray:
         eos = Vocab.eos_id
-        tokens = torch.tensor([[eos, *left, 0, *right, eos, eos]])
-        hidden = self.net.features(tokens, torch.tensor([tokens.shape[1]]))
-        return normalise_blank(self.net.log_probs(hidden[0, len(left)], torch.float64).numpy())
+        tokens = torch.tensor([[eos, *left, 0, *right, eos, eos]], device=self.device)
+        hidden = self.net.features(tokens, torch.tensor([tokens.shape[1]], device=self.device))
+        lp = self.net.log_probs(hidden[0, len(left)], torch.float64)
+        return normalise_blank(lp.cpu().numpy())
 
 
 @dataclass
@@ -221,9 +235,10 @@ def network_scorer(lit: LitLM, path: Path | None = None) -> NetworkScorer:
     return (ClozeScorer if lit.pseudo else LeftToRightScorer)(lit, path)
 
 
-def load_network(path: Path) -> NetworkScorer:
+def load_network(path: Path, device: str | None = None) -> NetworkScorer:
     """A network from a run directory (its best checkpoint, else its last) or a ``.ckpt``
-    file, read with ``weights_only=True``."""
+    file, read with ``weights_only=True``, on ``device`` (``device_of``)."""
+    where = device_of(device)
     ckpt_file = resolve_checkpoint(path)
     try:
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
@@ -240,7 +255,25 @@ def load_network(path: Path) -> NetworkScorer:
         raise SeqlmError(
             f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({type(e).__name__})"
         ) from None
-    return network_scorer(lit, ckpt_file)
+    return network_scorer(lit.to(where), ckpt_file)
+
+
+def device_of(device: str | None) -> torch.device:
+    """``device=``: ``cuda``, ``cuda:1``, ``cpu``; None (or ``auto``): the first GPU when
+    there is one, else the CPU. Refused in one line when it does not exist here."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        where = torch.device(str(device))
+    except RuntimeError:
+        raise SeqlmError(f"device={device!r} is not a device (cpu, cuda, cuda:1)") from None
+    if where.type == "cuda" and not (
+        torch.cuda.is_available() and (where.index or 0) < torch.cuda.device_count()
+    ):
+        raise SeqlmError(f"device={device}: this machine has no such GPU")
+    if where.type not in ("cpu", "cuda"):
+        raise SeqlmError(f"device={device}: seqlm runs on cpu or cuda")
+    return where
 
 
 PRESET_OF = {"seqlm.models.RecurrentLM": "rnn.yaml", "seqlm.models.ClozeLM": "birnn.yaml"}

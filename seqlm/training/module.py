@@ -11,6 +11,7 @@ per-token NLL into ``Perplexity``; the ratio and the ``exp`` are taken once per 
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from seqlm.build import build
-from seqlm.compat import logging_this_step
+from seqlm.compat import logging_this_step, loss_scale
 from seqlm.data.batching import IGNORE
 from seqlm.evaluation.metrics import AgreementAccuracy, Perplexity
 from seqlm.evaluation.summary import agreement_summary, summarize
@@ -69,7 +70,7 @@ class LitLM(pl.LightningModule):
         if "bptt" in batch:  # a variable-length window (AWD-LSTM): lr x seq_len / bptt
             self._scale_lr(batch["input"].shape[1] / batch["bptt"])
         target = batch["target"]
-        lp = self.net.target_log_probs(self.hidden(batch, "train"), target)  # float32 always
+        lp = self.net.target_log_probs(self.hidden(batch, "train"), target)  # fused, float32
         kept = (target != IGNORE).sum()
         loss = -lp.sum() / kept.clamp(min=1)  # the mean NLL over the batch's targets
         self.guard.loss = loss.detach()  # the cross-entropy alone is what train/loss shows
@@ -109,7 +110,10 @@ class LitLM(pl.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         hidden, target = self.hidden(batch, stage), batch["target"]
         keep = target != IGNORE
-        self.ppl[stage].update(-self.net.target_log_probs(hidden, target)[keep])
+        # the exact path, as every scorer's (the fused one is training's): V-wide in float32,
+        # each target's log-probability in float64
+        lp = self.net.target_log_probs(hidden, target, torch.float64)
+        self.ppl[stage].update(-lp[keep])
         if "wrong" in batch:  # the built-in corpus; every rank updates, even with no probe
             probe = batch["wrong"] != IGNORE  # (B, T) main-verb positions
             logp = self.net.log_probs(hidden[probe])  # (P, V)
@@ -185,9 +189,14 @@ class LitLM(pl.LightningModule):
         blew up before it is applied (``Diverged``)."""
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        if logging_this_step(self._trainer):
+        trainer = self._trainer
+        scale = loss_scale(trainer) if trainer is not None else None
+        reduce = None
+        if trainer is not None and trainer.world_size > 1:  # one verdict for every rank
+            reduce = partial(trainer.strategy.reduce, reduce_op="max")
+        applied = self.guard.check(norm, self.global_step, self._lr(), scale, reduce)
+        if applied and logging_this_step(trainer):  # a step the scaler skips shows no norm
             self.log("train/grad_norm", norm)
-        self.guard.check(norm, self.global_step, self._lr())
 
     def _lr(self) -> float:
         return self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else float("nan")

@@ -40,6 +40,22 @@ def silence_known_notices() -> None:
     warnings.filterwarnings(
         "ignore", message=r"ReduceLROnPlateau conditioned on metric val/loss which is not available"
     )
+    # Under DDP every epoch-level figure seqlm logs is already every rank's: val/* and test/*
+    # are made from sums that torchmetrics all-reduced (docs/usage.md, "Several GPUs"), and
+    # time/epoch_s is a wall time, which no reduction makes truer. sync_dist would only add a
+    # collective per key.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"It is recommended to use `self\.log\('(val|test|time)/.*sync_dist=True",
+        module=r"pytorch_lightning\.trainer\.connectors\.logger_connector\.result",
+    )
+    # Lightning's own all_gather (LightningModule.all_gather, which the exact resume uses to
+    # collect every rank's carried state) calls a torch function torch now marks deprecated.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+        module=r"lightning_fabric\.utilities\.distributed",
+    )
     # A resumed run continues in its own directory, whose checkpoints are the point.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")

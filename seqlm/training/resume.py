@@ -58,24 +58,49 @@ def last_checkpoint(run_dir: Path) -> str:
 class ExactResume(pl.Callback):
     """Saves, in ``checkpoint["seqlm"]["resume"]``, the epoch, the world size, every rank's
     carried training state (``LitLM.carried["train"]``, gathered as ``(W, ...)`` per tensor)
-    and the RNG states; after a resume, puts them back before the first batch. The carried
-    state is only put back within the same epoch (the stream then continues where it
+    and every rank's RNG states; after a resume, puts them back before the first batch. The
+    carried state is only put back within the same epoch (the stream then continues where it
     stopped) and the same world size (otherwise the streams are cut differently: a zero
-    state)."""
+    state).
 
-    def __init__(self):
+    Under DDP each rank draws its own dropout and weight-drop masks: when training starts,
+    rank ``r`` is seeded with ``seed + r`` (the weights were made before, from ``seed`` alone,
+    and DDP copies rank 0's anyway). A resumed rank gets its own saved RNG states back; a rank
+    the checkpoint did not have (more processes than before) keeps its fresh ``seed + r``.
+
+    Args:
+        seed: the run's seed (``cfg.seed``).
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
         self._loaded: dict | None = None  # what on_load_checkpoint read, until the next batch
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1:
+            pl.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint.setdefault("seqlm", {})["resume"] = {
             "epoch": pl_module.current_epoch,
             "world_size": trainer.world_size,
             "state": self._gather_train_state(trainer, pl_module),
-            "rng": rng_states(),
+            "rng": rng_states(),  # this rank's (rank 0 writes the checkpoint)
+            "rng_ranks": self._gather_rng(trainer),
         }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self._loaded = checkpoint.get("seqlm", {}).get("resume")
+
+    @staticmethod
+    def _gather_rng(trainer: pl.Trainer) -> list[dict[str, Any]]:
+        """Every rank's RNG states, in rank order (a collective under DDP)."""
+        mine = rng_states()
+        if trainer.world_size < 2 or not torch.distributed.is_initialized():
+            return [mine]
+        every: list = [None] * trainer.world_size
+        torch.distributed.all_gather_object(every, mine)
+        return every
 
     @staticmethod
     def _gather_train_state(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -94,24 +119,28 @@ class ExactResume(pl.Callback):
         resume, self._loaded = self._loaded, None
         if not resume:
             return
-        set_rng_states(resume["rng"])
+        rank = trainer.global_rank
+        saved = resume.get("rng_ranks") or [resume["rng"]]  # checkpoints before rng_ranks
+        if rank < len(saved):
+            set_rng_states(saved[rank])
         state = resume["state"]
         if state is None or resume["epoch"] != pl_module.current_epoch:
             return
         if resume["world_size"] != trainer.world_size:
             return
-        rank = trainer.global_rank
         pl_module.carried["train"] = tree_map(lambda t: t[rank].to(pl_module.device), state)
 
 
 def rng_states() -> dict[str, Any]:
+    """This process's RNG states: torch's, NumPy's, Python's, and its own GPU's (one: a DDP
+    rank drives one device, and a resume may see fewer of them)."""
     states = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state(),
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda_device"] = torch.cuda.get_rng_state()
     return states
 
 
@@ -123,10 +152,18 @@ def _numpy_state() -> tuple:
     return name, torch.from_numpy(keys.copy()), int(pos), int(has_gauss), float(gauss)
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
+def set_rng_states(states: dict[str, Any], cuda: Any = torch.cuda) -> None:
+    """Put back what ``rng_states`` saved. GPU states go to the GPUs there are now: this
+    process's own (``cuda_device``), or, from checkpoints that saved every visible GPU's
+    (``cuda``, a list), as many of them as are visible (more are ignored, fewer kept fresh).
+    ``cuda``: ``torch.cuda`` (a stand-in in tests)."""
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state((name, keys.numpy(), pos, has_gauss, gauss))  # noqa: NPY002
     random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if not cuda.is_available():
+        return
+    if "cuda_device" in states:
+        cuda.set_rng_state(states["cuda_device"])
+    for device, state in enumerate(states.get("cuda", [])[: cuda.device_count()]):
+        cuda.set_rng_state(state, device)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import (
 )
 
 from seqlm.build import build
+from seqlm.errors import SeqlmError
 from seqlm.runs.tracking import make_loggers
 from seqlm.training.averaging import NTASGD
 from seqlm.training.checkpointing import AtomicCheckpointIO, checkpoint_callbacks
@@ -38,7 +39,7 @@ def make_trainer(
     user = [build(f"callbacks.{k}", c) for k, c in (cfg.get("callbacks") or {}).items()]
     monitor = [LearningRateMonitor(logging_interval="step")] if loggers else []  # train/lr
     callbacks = [
-        ExactResume(),
+        ExactResume(cfg.seed),
         *averaging,
         *ckpts,
         History(run_dir / "history.jsonl"),
@@ -53,9 +54,11 @@ def make_trainer(
         # Lightning's bar redraws every step; on a small model that is ~1% of the step, and
         # W&B's console capture copies every redraw. Ten steps a redraw is still live.
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_EVERY))
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    set_matmul_precision(options.pop("matmul_precision", "high"))
     trainer: pl.Trainer = build(
         "trainer",
-        cfg.trainer,
+        options,
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=str(run_dir),
@@ -65,6 +68,21 @@ def make_trainer(
         reload_dataloaders_every_n_epochs=1,
     )
     return trainer, ckpts[0], loggers
+
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def set_matmul_precision(precision: str) -> None:
+    """``trainer.matmul_precision``: how a GPU multiplies float32 matrices
+    (``torch.set_float32_matmul_precision``; ``high``: TF32 on tensor cores, ``highest``: full
+    float32). CPUs are left at ``highest``, so that CPU figures never depend on the setting."""
+    if precision not in MATMUL_PRECISIONS:
+        raise SeqlmError(
+            f"trainer.matmul_precision={precision!r} is not one of {', '.join(MATMUL_PRECISIONS)}"
+        )
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(precision)
 
 
 def peak_memory() -> dict[str, int]:

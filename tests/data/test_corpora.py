@@ -5,13 +5,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import os
+import socket
 import threading
+import time
 from functools import partial
 
 import numpy as np
 import pytest
 from conftest import preset, shared
 
+from seqlm.data import idcache
 from seqlm.data.corpora import FileCorpus, TextCorpus, read_text
 from seqlm.data.download import download, sha256_text_bytes
 from seqlm.errors import SeqlmError
@@ -168,14 +172,24 @@ def test_a_run_killed_while_tokenizing_leaves_no_cache_folder(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         data.prepare()
     assert list((tmp_path / "cache" / "ids").iterdir()) == []
-    # a folder a killed process left (its pid is gone) is removed by the next build
-    stale = tmp_path / "cache" / "ids" / f"{data.name}-{data._cache_key()}.tmp-999999999"
-    stale.mkdir()
-    (stale / "train.ids").write_bytes(b"\0" * 12)
+    # a folder a killed process of this host left (its pid is gone) is removed by the next
+    # build; one of another host (a node sharing the file system) is not judged by a pid
+    stem = tmp_path / "cache" / "ids" / f"{data.name}-{data._cache_key()}"
+    stale = stem.with_name(f"{stem.name}.tmp-{socket.gethostname()}-999999999")
+    other = stem.with_name(f"{stem.name}.tmp-node-7.cluster-999999999")
+    for folder in (stale, other):
+        folder.mkdir()
+        (folder / "train.ids").write_bytes(b"\0" * 12)
     monkeypatch.setattr(TextCorpus, "lines", real)
     again = preset("data", "text", path=str(f))
     again.prepare()
     assert not stale.exists() and len(again.ids["train"]) > 0
+    assert other.exists()
+    # untouched for a day, it is abandoned too
+    old = time.time() - idcache.STALE_S - 60
+    os.utime(other, (old, old))
+    idcache.remove_abandoned(stem)
+    assert not other.exists()
 
 
 def test_text_corpus_three_files_and_fractions(tmp_path):
