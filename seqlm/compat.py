@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is not imported for the commands that need none of it
-    import torch
     from torch import nn
 
 
@@ -44,13 +43,15 @@ def drop_wandb_anonymous(logger: Any) -> None:
         init.pop("anonymous")
 
 
-def loss_scale(trainer: Any) -> torch.Tensor | None:
+def loss_scale(trainer: Any) -> Any:
     """The current scale of the run's loss scaler (``trainer.precision=16-mixed``) as the
     scaler's own tensor (``GradScaler._get_scale_async``: ``get_scale()`` would sync the host
     on every step; the divergence guard reads it in the one sync it makes), or None when no
     scaler runs."""
+    import torch
+
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     if scaler is None or not scaler.is_enabled():
         return None
-    scale = scaler._get_scale_async()
-    return None if scale is None else scale.detach().float()
+    scale = scaler._get_scale_async()  # None until the first loss is scaled
+    return torch.tensor(scaler.get_scale()) if scale is None else scale.detach().float()

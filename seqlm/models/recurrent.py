@@ -83,7 +83,7 @@ def run_rnn(
     if not float32_recurrence(rnn, x):
         return call(x, state)
     with torch.autocast(x.device.type, enabled=False):
-        return call(x.float(), tree_map(lambda s: s.float(), state))
+        return call(x.float(), None if state is None else tree_map(torch.Tensor.float, state))
 
 
 def float32_recurrence(rnn: nn.Module, x: torch.Tensor) -> bool:

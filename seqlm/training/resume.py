@@ -99,8 +99,9 @@ class ExactResume(pl.Callback):
         if trainer.world_size < 2 or not torch.distributed.is_initialized():
             return [mine]
         every: list = [None] * trainer.world_size
-        torch.distributed.all_gather_object(every, mine)
-        return every
+        # tensors travel as bytes: all_gather_object cannot unpickle a tensor's storage
+        torch.distributed.all_gather_object(every, tree_map(_to_bytes, mine))
+        return [tree_map(_from_bytes, states, is_leaf=_is_bytes) for states in every]
 
     @staticmethod
     def _gather_train_state(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -129,6 +130,23 @@ class ExactResume(pl.Callback):
         if resume["world_size"] != trainer.world_size:
             return
         pl_module.carried["train"] = tree_map(lambda t: t[rank].to(pl_module.device), state)
+
+
+def _to_bytes(x: Any) -> Any:
+    if not isinstance(x, torch.Tensor):
+        return x
+    return ("tensor", x.cpu().numpy().tobytes(), str(x.dtype).removeprefix("torch."), x.shape)
+
+
+def _is_bytes(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 4 and x[0] == "tensor"
+
+
+def _from_bytes(x: Any) -> Any:
+    if not _is_bytes(x):
+        return x
+    _, data, dtype, shape = x
+    return torch.frombuffer(bytearray(data), dtype=getattr(torch, dtype)).reshape(shape)
 
 
 def rng_states() -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """A Lightning callback for tests that run the CLI in a subprocess: one JSON line per trained
 window (rank, epoch, window, optimizer step, a checksum of the first parameter's Adam moment,
-the batch's first column of targets). With ``hold=PATH`` it waits before each window from
-optimizer step ``hold_at`` on while that file exists, so a test can act on a run that is certain
-to be still training."""
+the batch's first column of targets, a digest of torch's RNG state: the dropout masks to
+come). With ``hold=PATH`` it waits before each window from optimizer step ``hold_at`` on while
+that file exists, so a test can act on a run that is certain to be still training."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 
 import pytorch_lightning as pl
+import torch
 
 
 class Trace(pl.Callback):
@@ -29,6 +31,7 @@ class Trace(pl.Callback):
             "adam_step": float(state["step"]) if "step" in state else 0.0,
             "exp_avg_sum": float(state["exp_avg"].double().sum()) if "exp_avg" in state else 0.0,
             "first_targets": batch["target"][:, 0].tolist(),  # what this rank really trained on
+            "rng": hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16],
         }
         with open(f"{self.path}.{trainer.global_rank}", "a") as f:
             f.write(json.dumps(row) + "\n")

@@ -114,6 +114,15 @@ def test_ddp_ranks_train_disjoint_tokens_covering_the_stream(ddp_run):
         assert np.array_equal(s.target_index.numpy(), index[8 * rank : 8 * rank + 8])
 
 
+def test_ddp_ranks_draw_their_own_dropout_masks(ddp_run):
+    # seed + rank: the RNG state differs between the ranks at every step (one seed for both
+    # would give both ranks the same dropout and weight-drop masks)
+    traces = ddp_run[3]
+    for row0, row1 in zip(traces[0], traces[1]):
+        assert row0["global_step"] == row1["global_step"]
+        assert row0["rng"] != row1["rng"]
+
+
 @pytest.mark.slow
 def test_ddp_val_ppl_equals_single_process_eval_of_the_checkpoint(ddp_run):
     work, run, _, _, root = ddp_run
