@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import SMALL_AGREEMENT, make_config
+from launchers import LAUNCHERS
 
 from seqlm.commands import eval as eval_cmd
 from seqlm.commands.train import train
@@ -137,18 +136,7 @@ TINY_DDP = [
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 @pytest.mark.parametrize("launcher", ["console script", "torchrun"])
 def test_ddp_on_two_gpus_equals_one_process(launcher, tmp_path):
-    bin_dir = Path(sys.executable).parent
-    argv = {
-        "console script": [str(bin_dir / "seqlm")],
-        "torchrun": [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "-m",
-            "seqlm",
-        ],
-    }[launcher]
+    argv = LAUNCHERS[launcher]
     r = subprocess.run(
         [*argv, *TINY_DDP, "hydra.run.dir=run"],
         cwd=tmp_path,

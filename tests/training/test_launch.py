@@ -8,11 +8,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import HELPERS
+from launchers import LAUNCHERS
 
 TINY_DDP = [
     "train",
@@ -25,19 +25,6 @@ TINY_DDP = [
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
-BIN = Path(sys.executable).parent
-LAUNCHERS = {
-    "console script": [str(BIN / "seqlm")],
-    "python -m": [sys.executable, "-m", "seqlm"],
-    "torchrun": [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "-m",
-        "seqlm",
-    ],
-}
 # what Lightning and torchrun say of a run that goes well: the devices, the process group,
 # the checkpoint it tests, and torchrun's note on OMP_NUM_THREADS
 PROGRESS = re.compile(
