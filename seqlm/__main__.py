@@ -8,7 +8,7 @@ import sys
 
 from seqlm.cli.overrides import checked, hydra_overrides
 from seqlm.commands import COMMANDS
-from seqlm.errors import SeqlmError, user_error
+from seqlm.errors import BUG, SeqlmError, user_error
 from seqlm.runs.rundir import discard, new_run_dir, run_name
 from seqlm.training.launch import COMMAND_ENV, worker_argv
 from seqlm.training.quiet import silence_known_notices
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
             return module.run(cfg)
         except Exception as e:
             err = user_error(e)
+            if err is None and not debug:
+                print(BUG, file=sys.stderr)
             if err is None or debug:
                 raise
             if run_dir is not None:

@@ -40,9 +40,12 @@ class Diverged(SeqlmError):
 
 
 def user_error(exc: BaseException | None) -> SeqlmError | None:
-    """The SeqlmError behind ``exc``, also when Hydra's instantiate wrapped it; a file that
-    could not be written or read where seqlm's own writers do not reach (a logger's, a
-    library's) is one line naming it too."""
+    """The SeqlmError behind ``exc``: ``exc`` itself, or what it was raised *from* (Hydra's
+    instantiate wraps a constructor's error so); a file that could not be written or read where
+    seqlm's own writers do not reach (a logger's, a library's) is one line naming it too.
+    Only the explicit cause is followed, never the exception that was being handled when
+    ``exc`` happened (``__context__``): an error raised while handling a user's mistake is a
+    bug, and must show its traceback rather than the earlier one-line message."""
     from ngram.files import REASONS
 
     while exc is not None:
@@ -50,5 +53,11 @@ def user_error(exc: BaseException | None) -> SeqlmError | None:
             return exc
         if isinstance(exc, OSError) and exc.errno in REASONS and exc.filename:
             return SeqlmError(f"{exc.filename}: {REASONS[exc.errno]}")
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
     return None
+
+
+BUG = (
+    "seqlm: an unexpected error, not a mistake in the command line: please report it with the "
+    "command and the traceback below (debug=true shows every frame)"
+)

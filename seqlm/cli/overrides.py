@@ -142,6 +142,11 @@ def _unknown_key(error: Exception, args: list[str], base) -> str:
     for arg in args:
         key = arg.partition("=")[0].lstrip("+~")
         if f"'{key}'" in text or f"'{arg}'" in text:
+            if arg.startswith("+") and key in _all_keys(base):
+                return (
+                    f"+{key}: the key exists already; '+' only adds a key that is not there: "
+                    f"write {arg[1:]}"
+                )
             return f"{key}: no such key{_suggest(key, base)}"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return f"the overrides do not compose: {first}"

@@ -50,6 +50,22 @@ def em_weights(
     return weights, iterations
 
 
+def check_mixable(logprobs: np.ndarray, split: str, runs: list[str], data) -> None:
+    """Refuse a token every component gives probability 0 (a NaN log-probability, or -inf
+    from all): EM's weights would become NaN and the mixture's perplexity infinite, written
+    as null without a word."""
+    bad = np.isnan(logprobs).any(0) | np.isneginf(logprobs).all(0)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    word = data.vocab.itos[int(data.ids[split][i])] if split in data.ids else "?"
+    raise SeqlmError(
+        f"mix: token {i} of the {split} split ({word!r}) has probability 0 or NaN under every "
+        f"component ({', '.join(runs)}); no weights can give it a probability "
+        f"({int(bad.sum())} such tokens)"
+    )
+
+
 def component_logprobs(path: str, data, scorer=None, device=None) -> dict[str, np.ndarray]:
     """Valid and test log-probabilities of one component: a run (scored here) or a
     ``tokens_out`` file (an adapted evaluation, an outside model), checked to hold the very
@@ -87,6 +103,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     device = cfg.get("device")
     parts = [component_logprobs(r, data, loaded if r == anchor else None, device) for r in runs]
     lps = {split: np.stack([p[split] for p in parts]) for split in SPLITS}
+    for split in SPLITS:
+        check_mixable(lps[split], split, runs, data)
     weights, steps = em_weights(lps["valid"], cfg.em.iterations, cfg.em.tolerance)
     evaluation: dict[str, Any] = {}
     for split in SPLITS:

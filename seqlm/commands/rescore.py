@@ -209,6 +209,8 @@ def lm_figures(ckpt: str) -> dict[str, Any]:
     run directory), so that ``compare`` shows the word error rate beside the perplexity."""
     path = Path(ckpt).expanduser()
     path = path if path.is_dir() else path.parent
+    if path.name == "checkpoints":  # RUN/checkpoints/best.ckpt: the run is the folder above
+        path = path.parent
     if not (path / "metrics.json").is_file():
         return {}
     lm = json.loads((path / "metrics.json").read_text())

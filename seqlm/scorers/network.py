@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,7 +245,7 @@ def load_network(path: Path, device: str | None = None) -> NetworkScorer:
         ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         hp, extra = ckpt["hyper_parameters"], ckpt["seqlm"]
         target = hp["model"]["_target_"]
-        if target not in PRESET_OF:  # never instantiate what a file names: only seqlm networks
+        if target not in ADDED_OPTIONS:  # never instantiate what a file names: seqlm's networks
             raise ValueError(f"model _target_ {target!r} is not a seqlm network")
         hp = {**hp, "model": with_preset_defaults(hp["model"])}
         lit = LitLM(**hp, vocab=extra["vocab"], run_config=extra["config"])
@@ -253,9 +254,16 @@ def load_network(path: Path, device: str | None = None) -> NetworkScorer:
         raise SeqlmError(f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({e})") from None
     except Exception as e:  # noqa: BLE001 - any way a damaged or foreign file fails: one line
         raise SeqlmError(
-            f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({type(e).__name__})"
+            f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({one_line(e)})"
         ) from None
     return network_scorer(lit.to(where), ckpt_file)
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """What failed, on one line: the exception's type and the start of its message (a shape
+    mismatch, a missing key, out of memory), so that a refusal keeps its cause."""
+    why = " ".join(f"{type(e).__name__}: {e}".split())
+    return why if len(why) <= limit else why[: limit - 3] + "..."
 
 
 def device_of(device: str | None) -> torch.device:
@@ -276,22 +284,54 @@ def device_of(device: str | None) -> torch.device:
     return where
 
 
-PRESET_OF = {"seqlm.models.RecurrentLM": "rnn.yaml", "seqlm.models.ClozeLM": "birnn.yaml"}
+# The options each network gained after checkpoints were first written, with the value that
+# rebuilds a model from before the option existed (what that code did). Recorded here, never read
+# from today's presets: a preset's default may change, an old checkpoint's model may not.
+ADDED_OPTIONS = {
+    "seqlm.models.RecurrentLM": {
+        # AWD-LSTM's regularisers (all off before them)
+        **dict.fromkeys(("dropoute", "dropouti", "dropouth", "dropout", "wdrop"), 0.0),
+        "alpha": 0.0,
+        "beta": 0.0,
+        "hidden_sizes": None,
+        # the output layer (a full softmax before it)
+        "softmax": "full",
+        "cutoffs": None,
+        "div_value": 4.0,
+        # the Mogrifier's own options (unused by every cell before it)
+        "mogrify_rounds": 5,
+        "mogrify_rank": None,
+    },
+    "seqlm.models.ClozeLM": {
+        "softmax": "full",
+        "cutoffs": None,
+        "div_value": 4.0,
+        "mogrify_rounds": 5,
+        "mogrify_rank": None,
+    },
+}
 
 
 def with_preset_defaults(model: dict) -> dict:
-    """A checkpoint's model config with the options added since it was written (AWD-LSTM's
-    regularisers, the output layer's choice) filled in from the preset of its network
-    (``conf/model/rnn.yaml``, ``birnn.yaml``), where they are off (a full softmax)."""
-    preset_file = PRESET_OF.get(model.get("_target_"))
-    if preset_file is None:
+    """A checkpoint's model config, complete: the options added since it was written take the
+    values recorded for them in ``ADDED_OPTIONS``; any other option it lacks is refused in one
+    line (the model cannot be rebuilt as it was)."""
+    target = model.get("_target_")
+    added = ADDED_OPTIONS.get(target)
+    if added is None:
         return model
-    from omegaconf import OmegaConf
+    full = {**added, **model}
+    from hydra.utils import get_class
 
-    from seqlm.conf import CONF_DIR
-
-    preset = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / preset_file))
-    return {**preset, **model}
+    params = inspect.signature(get_class(target)).parameters
+    required = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    missing = [n for n in required if n not in full]
+    if missing:
+        raise SeqlmError(
+            f"the checkpoint's model config lacks {', '.join(missing)}, which no seqlm version "
+            "recorded a value for"
+        )
+    return full
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
