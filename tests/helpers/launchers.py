@@ -12,6 +12,7 @@ LAUNCHERS = {
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port of its own, as a user on one machine runs it
         "--nproc_per_node=2",
         "-m",
         "seqlm",
