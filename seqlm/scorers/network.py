@@ -25,7 +25,7 @@ from seqlm.evaluation.schema import (
 )
 from seqlm.evaluation.test_time import adapted_logprobs, tune
 from seqlm.scorers import Scorer, normalise_blank
-from seqlm.training.module import LitLM
+from seqlm.training.module import LitLM, versions
 
 WINDOW = 256  # positions per forward call when scoring a stream (the state is carried)
 
@@ -256,7 +256,21 @@ def load_network(path: Path, device: str | None = None) -> NetworkScorer:
         raise SeqlmError(
             f"ckpt={str(ckpt_file)!r}: not a seqlm checkpoint ({one_line(e)})"
         ) from None
+    note = versions_note(extra.get("versions"))
+    if note:
+        print(f"seqlm: note: ckpt={str(ckpt_file)!r} {note}", file=sys.stderr)
     return network_scorer(lit.to(where), ckpt_file)
+
+
+def versions_note(saved: dict | None) -> str:
+    """What differs between the versions a checkpoint was written with and the running ones
+    (its figures may then differ in the last digits), or "" (checkpoints from before seqlm
+    recorded them say nothing)."""
+    if not saved:
+        return ""
+    now = versions()
+    changed = [f"{k} {saved[k]} (now {now[k]})" for k in now if saved.get(k, now[k]) != now[k]]
+    return "was written with " + ", ".join(changed) if changed else ""
 
 
 def one_line(e: BaseException, limit: int = 300) -> str:

@@ -28,6 +28,17 @@ from seqlm.models import ClozeLM, detach_state
 from seqlm.training.divergence import DivergenceGuard
 
 
+def versions() -> dict[str, str]:
+    """The versions a checkpoint is written with: seqlm's, torch's and Lightning's."""
+    from seqlm import __version__
+
+    return {
+        "seqlm": __version__,
+        "torch": str(torch.__version__),
+        "pytorch_lightning": pl.__version__,
+    }
+
+
 class LitLM(pl.LightningModule):
     """Args:
     model: the network's config: ``_target_`` (``RecurrentLM`` or ``ClozeLM``) and arguments.
@@ -218,7 +229,10 @@ class LitLM(pl.LightningModule):
         self.check_finite()
         # beside what callbacks put there (seqlm.training: the resume state, NT-ASGD's)
         checkpoint.setdefault("seqlm", {}).update(
-            vocab=self.vocab_tokens, config=self.run_config, tokens_trained=self.tokens_trained()
+            vocab=self.vocab_tokens,
+            config=self.run_config,
+            tokens_trained=self.tokens_trained(),
+            versions=versions(),
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

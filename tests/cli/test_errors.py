@@ -124,3 +124,18 @@ def test_mix_refuses_a_token_no_component_can_give_a_probability():
         SeqlmError, match=r"mix: token 1 of the valid split \('g'\) has probability 0"
     ):
         check_mixable(both, "valid", ["A", "B"], data)
+
+
+def test_a_checkpoint_records_its_versions_and_a_difference_is_noted(gru_run, tmp_path, capsys):
+    from seqlm.scorers.network import versions_note
+    from seqlm.training.module import versions
+
+    ckpt = torch.load(gru_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["seqlm"]["versions"] == versions()
+    assert versions_note(ckpt["seqlm"]["versions"]) == ""
+    ckpt["seqlm"]["versions"]["torch"] = "2.12.0"
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    load_scorer(tmp_path / "older.ckpt")
+    note = capsys.readouterr().err.strip()
+    assert note.endswith(f"was written with torch 2.12.0 (now {torch.__version__})")
+    assert note.startswith("seqlm: note: ckpt=") and "\n" not in note
