@@ -123,6 +123,29 @@ def _check_tables(self, path) -> None:  # self: the model being loaded
         for table in tables:
             if any(np.isnan(b).any() or np.isposinf(b).any() for b in _blocks(table)):
                 raise NgramError(f"{path}: a {k + 1}-gram log-probability or weight is NaN or +inf")
+    if self._uniform is None and self.normalized:
+        _check_no_zero_probability(self, path)
+
+
+def _check_no_zero_probability(self, path) -> None:  # self: a normalised backoff model
+    """Refuse a model that gives a word of its vocabulary probability 0: a unigram of log 0, or
+    a context whose log backoff weight is -inf while some word is not stored after it (every
+    such word would back off to 0; entropy pruning could once write one)."""
+    V, B = self.vocab_size, self.base
+    if np.isneginf(np.asarray(self.logp[0][:V])).any():  # ids 0..V-1; <s> is id V
+        raise NgramError(f"{path}: a word of the vocabulary has unigram probability 0")
+    for k in range(self.order - 1):  # the top order's weights are never used
+        dead = np.flatnonzero(np.isneginf(np.asarray(self.logbow[k])))
+        if not len(dead):
+            continue
+        children = np.zeros(len(self.keys[k]), dtype=np.int64)
+        for block in _blocks(self.keys[k + 1]):
+            children += np.bincount(block // B, minlength=len(children))
+        if (children[dead] < V).any():
+            raise NgramError(
+                f"{path}: a {k + 1}-word context has backoff weight 0 while words are missing "
+                "after it: they would get probability 0"
+            )
 
 
 def _blocks(a: np.ndarray, size: int = 1 << 22):

@@ -72,6 +72,17 @@ class Pruning:
             suffix = trie.suffixes(self.keys[j - 1], suffix, self.keys[j - 2], self.base)
         return suffix
 
+    def _pruned_bows(self, k: int, ctx, suffix, kept) -> np.ndarray:
+        """``backoff_weights`` of every context of order k-1 once the k-grams not ``kept`` are
+        gone (meaningful where a context lost one)."""
+        n_ctx = len(self.keys[k - 2])
+        p, q = np.exp(self.logp[k - 1]), np.exp(self.logp[k - 2][suffix])
+        gone = ~kept
+        sums = [np.bincount(ctx[m], w[m], n_ctx) for w in (p, q) for m in (kept, gone)]
+        p_kept, p_gone, q_kept, q_gone = sums
+        with np.errstate(divide="ignore"):  # a context that lost nothing: unused
+            return backoff_weights(p_kept, q_kept, p_gone, q_gone)
+
     def prune_entropy(self, threshold: float) -> None:
         """Stolcke's entropy pruning, as SRILM's ``-prune``: from the highest order down, remove
         every n-gram whose removal raises the perplexity by a factor under ``1 + threshold``
@@ -102,16 +113,22 @@ class Pruning:
             protected[k - 2][suffix[kept]] = True
             changed = np.bincount(ctx[gone], minlength=len(self.keys[k - 2])) > 0
             if changed.any():
-                p, q = np.exp(self.logp[k - 1][kept]), np.exp(self.logp[k - 2][suffix[kept]])
-                n_ctx = len(self.keys[k - 2])
-                num = 1 - np.bincount(ctx[kept], p, n_ctx)
-                den = 1 - np.bincount(ctx[kept], q, n_ctx)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    bow = np.log(np.maximum(num, 0)) - np.log(np.maximum(den, 0))
-                self.logbow[k - 2][changed] = bow[changed]
+                self.logbow[k - 2][changed] = self._pruned_bows(k, ctx, suffix, kept)[changed]
             # the order below is judged with this order's n-grams gone
             self._drop([None] * (k - 1) + [kept] + [None] * (self.order - k))
         self.info["prune_entropy"] = float(threshold)
+
+
+def backoff_weights(p_kept, q_kept, p_gone, q_gone) -> np.ndarray:
+    """log backoff weights of contexts that lost n-grams, from per-context sums of the kept and
+    the removed n-grams' probabilities (``p``: the n-gram's, ``q``: its suffix's): the mass
+    left, ``1 - Σ_kept p``, over the lower order's, ``1 - Σ_kept q``. Each is at least what the
+    removed n-grams had (their mass now backs off), so where ``1 - Σ`` cancels to 0 or below in
+    floating point that lower bound stands in: the weight stays finite and positive, as SRILM
+    keeps it, and no word of the vocabulary gets probability 0."""
+    num = np.maximum(1 - p_kept, p_gone)
+    den = np.maximum(1 - q_kept, q_gone)
+    return np.log(num) - np.log(den)
 
 
 def check_prune(prune, order: int, method: str) -> tuple[int, ...] | None:

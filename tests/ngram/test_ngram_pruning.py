@@ -11,6 +11,7 @@ import pytest
 from test_ngram import TEXT as NLTK_TEXT
 
 from ngram import NgramError, NgramLM
+from ngram.prune import backoff_weights
 
 TEXT = [*NLTK_TEXT, "the cat sat on a dog"]  # test_ngram's corpus and one more sentence
 
@@ -127,3 +128,33 @@ def test_additive_models_refuse_pruning():
         NgramLM.fit([s.split() for s in TEXT], 2, "laplace", prune=[0, 1])
     with pytest.raises(NgramError, match="prune_entropy needs a normalised backoff model"):
         NgramLM.fit([s.split() for s in TEXT], 2, "laplace", prune_entropy=1e-6)
+
+
+def test_a_backoff_mass_that_cancels_to_zero_stays_positive():
+    # kept bigrams whose probabilities sum to 1 in float64 although a removed one had 1e-17:
+    # 1 - sum cancels to 0, and the former formula, log(max(1 - sum, 0)), gave the context a
+    # backoff weight of log 0: every word not stored after it had probability 0
+    p_kept = np.array([0.5 + (0.5 - 1e-17)])
+    assert 1 - p_kept[0] == 0.0
+    bow = backoff_weights(p_kept, np.array([0.3]), np.array([1e-17]), np.array([0.2]))
+    assert np.isfinite(bow).all()
+    assert bow[0] == pytest.approx(math.log(1e-17) - math.log(0.7))
+    # no cancellation: exactly (1 - sum p) / (1 - sum q)
+    bow = backoff_weights(np.array([0.6]), np.array([0.5]), np.array([0.1]), np.array([0.2]))
+    assert bow[0] == pytest.approx(math.log(0.4 / 0.5))
+
+
+def test_a_model_file_that_gives_a_word_probability_zero_is_refused(tmp_path):
+    m = _model()
+    m.save(tmp_path / "good.npz")
+    NgramLM.load(tmp_path / "good.npz")
+    ctx = int(m.keys[2][0] // m.base)  # a bigram context that stores only some words after it
+    m.logbow[1][ctx] = -np.inf
+    m.save(tmp_path / "dead.npz")
+    with pytest.raises(NgramError, match="backoff weight 0 while words are missing after it"):
+        NgramLM.load(tmp_path / "dead.npz")
+    m = _model()
+    m.logp[0][3] = -np.inf
+    m.save(tmp_path / "zero.npz")
+    with pytest.raises(NgramError, match="a word of the vocabulary has unigram probability 0"):
+        NgramLM.load(tmp_path / "zero.npz")
