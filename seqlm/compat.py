@@ -1,4 +1,5 @@
-"""The places seqlm reads a library's private internals, each behind one function.
+"""The places seqlm reads a library's private internals, each behind one function (and
+nowhere else in seqlm).
 
 Checked against torch 2.13.0, pytorch-lightning 2.6.6 and wandb 0.31.0 (the versions the test
 suite runs; ``pyproject.toml`` pins the ranges to them). If a release renames one of these, the
@@ -55,3 +56,18 @@ def loss_scale(trainer: Any) -> Any:
         return None
     scale = scaler._get_scale_async()  # None until the first loss is scaled
     return torch.tensor(scaler.get_scale()) if scale is None else scale.detach().float()
+
+
+def tree_map(fn, tree: Any, is_leaf=None) -> Any:
+    """``fn`` applied to every tensor of a nested state (tuples of tensors: an LSTM's ``(h,
+    c)``, a layer stack's per-layer states), the structure kept: torch's ``_pytree.tree_map``,
+    which torch has no public name for."""
+    from torch.utils._pytree import tree_map as _tree_map
+
+    return _tree_map(fn, tree, is_leaf=is_leaf)
+
+
+def attached_trainer(module: Any) -> Any:
+    """The Trainer a LightningModule is attached to, or None: Lightning's private ``_trainer``
+    (its public ``trainer`` raises when there is none, as in a module used outside ``fit``)."""
+    return module._trainer

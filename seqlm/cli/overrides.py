@@ -117,16 +117,16 @@ def _first_value(arg: str) -> str:
 
 
 def _all_keys(node, prefix: str = "") -> list[str]:
-    from omegaconf import DictConfig
+    """Every key of a config, dotted (``model.hidden_size``), without resolving a value."""
+    from omegaconf import DictConfig, OmegaConf
 
-    out = []
     if isinstance(node, DictConfig):
-        for k in node:
-            full = f"{prefix}{k}"
-            out.append(full)
-            child = node._get_node(k)
-            if isinstance(child, DictConfig):
-                out.extend(_all_keys(child, full + "."))
+        node = OmegaConf.to_container(node, resolve=False)
+    out = []
+    if isinstance(node, dict):
+        for k, child in node.items():
+            out.append(f"{prefix}{k}")
+            out.extend(_all_keys(child, f"{prefix}{k}."))
     return out
 
 

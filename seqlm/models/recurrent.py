@@ -17,9 +17,8 @@ import warnings
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils._pytree import tree_map
 
-from seqlm.compat import flat_weight_names
+from seqlm.compat import flat_weight_names, tree_map
 from seqlm.errors import SeqlmError
 from seqlm.models.cells import CELL_CLASSES
 from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax

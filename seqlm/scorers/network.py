@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_map
 
+from seqlm.compat import tree_map
 from seqlm.data.batching import IGNORE, SentenceBatches
 from seqlm.data.vocab import Vocab
 from seqlm.decoding.step import StepLM

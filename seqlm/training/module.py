@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from seqlm.build import build
-from seqlm.compat import logging_this_step, loss_scale
+from seqlm.compat import attached_trainer, logging_this_step, loss_scale
 from seqlm.data.batching import IGNORE
 from seqlm.evaluation.metrics import AgreementAccuracy, Perplexity
 from seqlm.evaluation.summary import agreement_summary, summarize
@@ -88,7 +88,7 @@ class LitLM(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         # streams have no padding (no host sync for them); sentence batches do
         self.tokens_seen += int(kept) if self.pseudo else target.numel()
-        if logging_this_step(self._trainer):
+        if logging_this_step(attached_trainer(self)):
             self.log("train/ppl", torch.exp(loss.detach()))
             now = time.perf_counter()
             if self._tick is not None:  # training targets per second since the last log
@@ -200,7 +200,7 @@ class LitLM(pl.LightningModule):
         blew up before it is applied (``Diverged``)."""
         max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         scale = loss_scale(trainer) if trainer is not None else None
         reduce = None
         if trainer is not None and trainer.world_size > 1:  # one verdict for every rank
@@ -210,7 +210,8 @@ class LitLM(pl.LightningModule):
             self.log("train/grad_norm", norm)
 
     def _lr(self) -> float:
-        return self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else float("nan")
+        trainer = attached_trainer(self)
+        return trainer.optimizers[0].param_groups[0]["lr"] if trainer else float("nan")
 
     # -- checkpoints carry the vocabulary and the run's config ---------------------------------
     def check_finite(self) -> None:
@@ -222,7 +223,8 @@ class LitLM(pl.LightningModule):
     def tokens_trained(self) -> int:
         """Training targets of every rank since the run began, resumes included (each rank
         trains as many stream targets; sentence batches differ by a few between ranks)."""
-        world = self._trainer.world_size if self._trainer is not None else 1
+        trainer = attached_trainer(self)
+        world = trainer.world_size if trainer is not None else 1
         return self.tokens_before + self.tokens_seen * world
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

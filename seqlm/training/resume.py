@@ -18,8 +18,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils._pytree import tree_map
 
+from seqlm.compat import tree_map
 from seqlm.conf import is_group
 from seqlm.errors import SeqlmError
 

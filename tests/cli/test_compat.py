@@ -60,3 +60,13 @@ def test_drop_wandb_anonymous_removes_only_lightnings_none():
 def test_lightnings_wandb_logger_still_keeps_its_init_arguments(tmp_path):
     logger = pl.loggers.WandbLogger(save_dir=str(tmp_path), mode="offline")
     assert isinstance(logger._wandb_init, dict) and "anonymous" in logger._wandb_init
+
+
+def test_tree_map_keeps_a_nested_state_and_the_attached_trainer_reads_none_outside_fit():
+    from seqlm.compat import attached_trainer, tree_map
+
+    state = (torch.ones(2), (torch.zeros(1), torch.full((3,), 2.0)))
+    doubled = tree_map(lambda t: t * 2, state)
+    assert isinstance(doubled, tuple) and isinstance(doubled[1], tuple)
+    assert torch.equal(doubled[1][1], torch.full((3,), 4.0))
+    assert attached_trainer(pl.LightningModule()) is None
