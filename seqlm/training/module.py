@@ -29,9 +29,14 @@ from seqlm.training.divergence import DivergenceGuard
 
 
 def versions() -> dict[str, str]:
-    """The versions a checkpoint is written with: seqlm's, torch's and Lightning's."""
-    from seqlm import __version__
+    """The versions a checkpoint is written with: seqlm's (as installed), torch's and
+    Lightning's."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        __version__ = version("seqlm")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        __version__ = "unknown"
     return {
         "seqlm": __version__,
         "torch": str(torch.__version__),
