@@ -9,7 +9,6 @@ import sys
 from seqlm.cli.overrides import checked, hydra_overrides
 from seqlm.commands import COMMANDS
 from seqlm.errors import BUG, SeqlmError, user_error
-from seqlm.runs.rundir import discard, new_run_dir, run_name
 from seqlm.training.launch import COMMAND_ENV, worker_argv
 from seqlm.training.quiet import silence_known_notices
 
@@ -42,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import hydra
     from omegaconf import OmegaConf
+
+    from seqlm.runs.rundir import discard, new_run_dir, run_name  # numpy: not for --help
 
     # a run directory is named after its experiment preset if it has one, else its model
     OmegaConf.register_new_resolver("seqlm_run_name", run_name, replace=True)
