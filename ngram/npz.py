@@ -107,6 +107,7 @@ def _check_tables(self, path) -> None:  # self: the model being loaded
     id a unigram, every context an index of the order below, and no NaN or +inf among the
     log-probabilities and weights (-inf is log 0). Read in blocks (from the file, for a
     memory map), so the check holds no copy of a large model."""
+    zero_weights: set[int] = set()  # orders with a backoff weight of log 0
     for k in range(self.order):
         keys = self.keys[k]
         bad = keys.dtype != np.int64 or not _increasing(keys)
@@ -121,23 +122,29 @@ def _check_tables(self, path) -> None:  # self: the model being loaded
         if self._uniform is not None:
             tables.append(self._uniform[k][1])
         for table in tables:
-            if any(np.isnan(b).any() or np.isposinf(b).any() for b in _blocks(table)):
-                raise NgramError(f"{path}: a {k + 1}-gram log-probability or weight is NaN or +inf")
+            for b in _blocks(table):
+                if np.isnan(b).any() or np.isposinf(b).any():
+                    raise NgramError(
+                        f"{path}: a {k + 1}-gram log-probability or weight is NaN or +inf"
+                    )
+                if table is self.logbow[k] and np.isneginf(b).any():
+                    zero_weights.add(k)  # checked below, in the same pass's findings
     if self._uniform is None and self.normalized:
-        _check_no_zero_probability(self, path)
+        _check_no_zero_probability(self, path, zero_weights)
 
 
-def _check_no_zero_probability(self, path) -> None:  # self: a normalised backoff model
-    """Refuse a model that gives a word of its vocabulary probability 0: a unigram of log 0, or
-    a context whose log backoff weight is -inf while some word is not stored after it (every
-    such word would back off to 0; entropy pruning could once write one)."""
+def _check_no_zero_probability(self, path, zero_weights: set[int]) -> None:
+    """Refuse a normalised backoff model that gives a word of its vocabulary probability 0: a
+    unigram of log 0, or a context of an order in ``zero_weights`` whose log backoff weight is
+    -inf while some word is not stored after it (every such word would back off to 0; entropy
+    pruning could once write one). The top order's weights are never used."""
     V, B = self.vocab_size, self.base
     if np.isneginf(np.asarray(self.logp[0][:V])).any():  # ids 0..V-1; <s> is id V
         raise NgramError(f"{path}: a word of the vocabulary has unigram probability 0")
-    for k in range(self.order - 1):  # the top order's weights are never used
-        dead = np.flatnonzero(np.isneginf(np.asarray(self.logbow[k])))
-        if not len(dead):
-            continue
+    for k in sorted(zero_weights - {self.order - 1}):
+        dead = np.concatenate(
+            [np.flatnonzero(np.isneginf(b)) + i for i, b in _indexed_blocks(self.logbow[k])]
+        )
         children = np.zeros(len(self.keys[k]), dtype=np.int64)
         for block in _blocks(self.keys[k + 1]):
             children += np.bincount(block // B, minlength=len(children))
@@ -146,6 +153,11 @@ def _check_no_zero_probability(self, path) -> None:  # self: a normalised backof
                 f"{path}: a {k + 1}-word context has backoff weight 0 while words are missing "
                 "after it: they would get probability 0"
             )
+
+
+def _indexed_blocks(a: np.ndarray, size: int = 1 << 22):
+    """(offset, block) of ``_blocks``."""
+    yield from zip(range(0, len(a), size), _blocks(a, size))
 
 
 def _blocks(a: np.ndarray, size: int = 1 << 22):

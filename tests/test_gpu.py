@@ -111,9 +111,9 @@ def test_resume_from_a_checkpoint_that_saved_more_gpus_than_are_visible(tmp_path
     last = tmp_path / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     resume = ckpt["seqlm"]["resume"]
-    state = resume["rng"].pop("cuda_device")
-    resume["rng"]["cuda"] = [state] * (torch.cuda.device_count() + 3)  # the older format
-    resume.pop("rng_ranks")
+    rng = resume.pop("rng_ranks")[0]  # the older format: rank 0's states, every GPU's
+    rng["cuda"] = [rng.pop("cuda_device")] * (torch.cuda.device_count() + 3)
+    resume["rng"] = rng
     torch.save(ckpt, last)
     more = make_config("train", [*args, "trainer.max_epochs=2"])
     metrics = train(more, run_dir=tmp_path, ckpt_path=str(last))

@@ -25,7 +25,7 @@ from seqlm.files import write_text
 from seqlm.runs.rundir import finish, run_dir_of, write_config
 from seqlm.runs.tracking import log_final, make_loggers
 from seqlm.scorers import load_scorer, on_data
-from seqlm.scorers.mixture import mixture_logprobs, token_file
+from seqlm.scorers.mixture import is_token_file, mixture_logprobs, token_file
 
 SPLITS = ("valid", "test")  # EM on the first, the frozen weights scored on the second
 
@@ -93,14 +93,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if len(runs) < 2:
         raise SeqlmError(f"mix: give two or more run directories to interpolate, got {len(runs)}")
     started = time.perf_counter()
-    anchor = next((r for r in runs if token_file(r) is None), None)
+    device = cfg.get("device")
+    anchor = next((r for r in runs if not is_token_file(r)), None)
     if anchor is None and cfg.get("data") is None:
         raise SeqlmError("mix: with only tokens_out files, give data=NAME (their targets)")
     if anchor is None:
         data, loaded = prepared_data(cfg.data), None
     else:
-        data, loaded = on_data(load_scorer(anchor, device=cfg.get("device")), cfg.get("data"))
-    device = cfg.get("device")
+        data, loaded = on_data(load_scorer(anchor, device=device), cfg.get("data"))
     parts = [component_logprobs(r, data, loaded if r == anchor else None, device) for r in runs]
     lps = {split: np.stack([p[split] for p in parts]) for split in SPLITS}
     for split in SPLITS:

@@ -92,9 +92,8 @@ class MixtureStepLM(StepLM):
 
     def __init__(self, scorer: Any, parts: list[StepLM], weights: Any):
         super().__init__(scorer)
-        self.parts = parts
-        with torch.no_grad():  # a zero weight is a component left out: log 0 = -inf
-            self.log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float64))
+        self.parts = parts  # a zero weight is a component left out: log 0 = -inf
+        self.log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float64))
 
     def _mixed(self, per_part: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(per_part)  # (M, B) or (M, B, V)

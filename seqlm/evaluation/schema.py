@@ -9,7 +9,8 @@ Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore
   (trainable numbers), ``model/softmax`` (``full`` or ``adaptive``), ``model/cutoffs`` (the
   adaptive softmax's cluster bounds in use; empty for a full softmax), ``train/steps``,
   ``train/epochs``, ``train/world_size``, ``train/tokens_per_s`` (training targets per second
-  of training, validation included);
+  of training, validation included), ``train/precision`` (the Trainer's) and
+  ``eval/precision`` (the final figures', always ``32-true``);
 - an n-gram: ``model/smoothing``, ``model/order``, ``model/ngrams`` (stored n-grams, all
   orders; ``model/ngrams_by_order`` each), ``model/discounts`` (and any pruning),
   ``count/tokens_per_s`` (training tokens counted and smoothed per second);

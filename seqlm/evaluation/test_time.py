@@ -107,7 +107,10 @@ class _Walker:
         adapt = self.dynamic is not None and self.dynamic.lr > 0
         # cuDNN refuses backward through an RNN in eval mode: the adapting pass takes torch's
         # own kernels (the same figures), dropout staying off
-        with torch.set_grad_enabled(adapt), torch.backends.cudnn.flags(enabled=not adapt):
+        with (
+            torch.set_grad_enabled(adapt),
+            torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled and not adapt),
+        ):
             h, new_state = self.net.features(inp, state)  # (B, T, H)
             lp = self.net.target_log_probs(h, target, torch.float64)  # (B, T), 0 at padding
             if adapt:

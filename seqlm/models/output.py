@@ -42,10 +42,10 @@ class LanguageModel(nn.Module):
         self, hidden: torch.Tensor, target: torch.Tensor, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """log p of each ``target`` (...) given ``hidden`` (..., D); 0 where the target is
-        ``IGNORE`` (padding). In float32 (training, evaluation): ``F.cross_entropy``, one fused
+        ``IGNORE`` (padding). In float32 (the training loss): ``F.cross_entropy``, one fused
         log-softmax and gather that keeps one V-wide tensor for backward (under autocast it
-        reads half-precision logits and works in float32). In float64 (``dtype``, what the
-        scorers ask): ``logit_t - m - log Σ_w exp(logit_w - m)``, ``m`` the largest logit,
+        reads half-precision logits and works in float32). In float64 (``dtype``: evaluation and
+        the scorers): ``logit_t - m - log Σ_w exp(logit_w - m)``, ``m`` the largest logit,
         the V-wide sum of exponentials in float32 at least (its relative error ~1e-7), the few
         (...) results in float64, so that float64 costs no V-wide float64 pass."""
         if self.adaptive is not None:

@@ -24,14 +24,21 @@ def mixture_logprobs(weights: np.ndarray, logprobs) -> np.ndarray:
         return np.logaddexp.reduce(np.log(weights)[:, None] + logprobs, axis=0)
 
 
-def token_file(path: str) -> dict[str, np.ndarray] | None:
-    """The arrays of an ``eval tokens_out=`` file, or ``None`` if ``path`` is not one."""
+def is_token_file(path: str) -> bool:
+    """Whether ``path`` is an ``eval tokens_out=`` file (an n-gram ``model.npz`` is a run like
+    any other); only the member names are read."""
     p = Path(path).expanduser()
     if p.suffix != ".npz" or not p.is_file():
-        return None
+        return False
     with np.load(p) as z:
-        if "vocab_hash" not in z.files:
-            return None  # an n-gram model.npz: a run like any other
+        return "vocab_hash" in z.files
+
+
+def token_file(path: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an ``eval tokens_out=`` file, or ``None`` if ``path`` is not one."""
+    if not is_token_file(path):
+        return None
+    with np.load(Path(path).expanduser()) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -89,7 +96,7 @@ def load_mixture(run_dir: Path, device: str | None = None) -> MixtureScorer:
     record = json.loads((run_dir / "mix.json").read_text())
     parts = []
     for run in record["runs"]:
-        if token_file(run) is not None:
+        if is_token_file(run):
             raise SeqlmError(
                 f"ckpt={str(run_dir)!r}: component {run} is an `eval tokens_out=` file "
                 "(scores of fixed targets), which cannot score new text"

@@ -194,8 +194,7 @@ class NetworkStepLM(StepLM):
 
     def __init__(self, scorer: Scorer):
         super().__init__(scorer)
-        self.net = scorer.net.eval()
-        self.device = next(self.net.parameters()).device
+        self.net, self.device = scorer.net.eval(), scorer.device
 
     @torch.no_grad()
     def _read(self, tokens: torch.Tensor, carried: Any) -> NetworkState:
@@ -247,7 +246,7 @@ def load_network(path: Path, device: str | None = None) -> NetworkScorer:
         target = hp["model"]["_target_"]
         if target not in ADDED_OPTIONS:  # never instantiate what a file names: seqlm's networks
             raise ValueError(f"model _target_ {target!r} is not a seqlm network")
-        hp = {**hp, "model": with_preset_defaults(hp["model"])}
+        hp = {**hp, "model": complete_model_config(hp["model"])}
         lit = LitLM(**hp, vocab=extra["vocab"], run_config=extra["config"])
         lit.load_state_dict(ckpt["state_dict"])
     except SeqlmError as e:
@@ -326,7 +325,7 @@ ADDED_OPTIONS = {
 }
 
 
-def with_preset_defaults(model: dict) -> dict:
+def complete_model_config(model: dict) -> dict:
     """A checkpoint's model config, complete: the options added since it was written take the
     values recorded for them in ``ADDED_OPTIONS``; any other option it lacks is refused in one
     line (the model cannot be rebuilt as it was)."""

@@ -85,7 +85,6 @@ class ExactResume(pl.Callback):
             "epoch": pl_module.current_epoch,
             "world_size": trainer.world_size,
             "state": self._gather_train_state(trainer, pl_module),
-            "rng": rng_states(),  # this rank's (rank 0 writes the checkpoint)
             "rng_ranks": self._gather_rng(trainer),
         }
 
@@ -121,7 +120,7 @@ class ExactResume(pl.Callback):
         if not resume:
             return
         rank = trainer.global_rank
-        saved = resume.get("rng_ranks") or [resume["rng"]]  # checkpoints before rng_ranks
+        saved = resume.get("rng_ranks") or [resume["rng"]]  # older: rank 0's states alone
         if rank < len(saved):
             set_rng_states(saved[rank])
         state = resume["state"]

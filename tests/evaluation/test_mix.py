@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
 
 from seqlm.commands import eval as eval_cmd
@@ -122,6 +123,16 @@ def test_a_mix_run_is_a_model_that_scores_new_text(runs, tmp_path):
             p = [np.exp(part.next_logprobs(ids[:t])[w]) for part in parts]
             by_hand += np.log(weights @ np.asarray(p))
         assert got == pytest.approx(by_hand, abs=1e-5)
+    # the step API of the mix run (what generate and decoders drive) gives the same sums, and
+    # its next-word distributions are the weighted components', row by row
+    stepper = mixture.stepper()
+    for ids, got in zip(lines, mixture.sentence_logprobs(lines)):
+        assert stepper.sentence_log_prob(ids) == pytest.approx(got, abs=1e-5)
+    state = stepper.advance(stepper.start(2), torch.tensor(lines[0][:1] * 2))
+    want = np.log(
+        sum(w * np.exp(part.next_logprobs(lines[0][:1])) for w, part in zip(weights, parts))
+    )
+    np.testing.assert_allclose(stepper.next_log_probs(state)[1].numpy(), want, atol=1e-6)
     # the test split: the mixture's evaluation is the mix run's own figure
     from seqlm.scorers import on_data
 

@@ -313,7 +313,9 @@ def test_resume_restores_gpu_rng_states_whatever_the_gpus_visible(visible):
     set_rng_states(_saved(cuda_device=states[1]), cuda)
     assert list(cuda.set) == ["cuda"] and torch.equal(cuda.set["cuda"], states[1])
     # no GPU now: the CPU states only
-    set_rng_states(_saved(cuda=states), FakeCuda(0))
+    cuda = FakeCuda(0)
+    set_rng_states(_saved(cuda=states, cuda_device=states[0]), cuda)
+    assert cuda.set == {}
 
 
 # -- backend settings -----------------------------------------------------------------------------
