@@ -58,13 +58,14 @@ def loss_scale(trainer: Any) -> Any:
     return torch.tensor(scaler.get_scale()) if scale is None else scale.detach().float()
 
 
-def tree_map(fn, tree: Any, is_leaf=None) -> Any:
+def tree_map(fn, tree: Any, *rests: Any, is_leaf=None) -> Any:
     """``fn`` applied to every tensor of a nested state (tuples of tensors: an LSTM's ``(h,
-    c)``, a layer stack's per-layer states), the structure kept: torch's ``_pytree.tree_map``,
-    which torch has no public name for."""
+    c)``, a layer stack's per-layer states), the structure kept; with ``rests``, to the
+    tensors at the same place in each state (``fn(a, b, ...)``, as concatenating states
+    needs): torch's ``_pytree.tree_map``, which torch has no public name for."""
     from torch.utils._pytree import tree_map as _tree_map
 
-    return _tree_map(fn, tree, is_leaf=is_leaf)
+    return _tree_map(fn, tree, *rests, is_leaf=is_leaf)
 
 
 def attached_trainer(module: Any) -> Any:

@@ -19,6 +19,7 @@ PURPOSE = {
     "generate": "sample text from a left-to-right model",
     "score": "rank sentences by their log-probability under a model",
     "rescore": "rescore a recogniser's n-best lists: tuned weights, word error rates",
+    "decode": "decode a CTC recogniser's posteriors, fused with a language model: CER, WER",
     "fill": "the most likely words for a ___ blank in a sentence",
     "compare": "runs side by side: a table and plots, from their local files",
     "gradients": "gradients through time, g_k = ||dl_t/ds_{t-k}||, of runs or fresh networks",
@@ -37,6 +38,9 @@ EXAMPLES = {
     "generate": ['python -m seqlm generate ckpt=RUN_DIR prompt="the company said" top_k=40'],
     "score": ["python -m seqlm score ckpt=RUN_DIR input=sentences.txt"],
     "rescore": ["python -m seqlm rescore ckpt=RUN_DIR nbest=nbest.tsv refs=refs.tsv dev=0.5"],
+    "decode": [
+        "python -m seqlm decode ckpt=RUN_DIR posteriors=post/ tokens=tokens.txt refs=refs.tsv"
+    ],
     "fill": ['python -m seqlm fill ckpt=RUN_DIR text="i plan to ___ a new phone"'],
     "compare": ["python -m seqlm compare RUN_DIR RUN_DIR out=cmp"],
     "gradients": ["python -m seqlm gradients RUN_DIR RUN_DIR lags=60"],

@@ -252,7 +252,7 @@ def check_network_options(args: list[str]) -> None:
             )
 
 
-RUN_DIR_COMMANDS = ("train", "mix", "rescore")  # those that write a run directory
+RUN_DIR_COMMANDS = ("train", "mix", "rescore", "decode")  # those that write a run directory
 
 
 def check_run_dir(command: str, overrides: list[str]) -> None:
