@@ -316,17 +316,40 @@ class Decoder:
             return LMInfo(row=-1, lm=info.lm + float(dist[token]), units=info.units + 1), token
         return replace(info, word=info.word + self.alphabet.tokens[c], boundary=False), None
 
-    def _rank(self, bank: LMBank, prefix: Prefix, s: Search) -> float:
-        info = prefix.info
+    def _rank_lm(self, bank: LMBank, info: LMInfo) -> float:
+        """The LM part of a live prefix's rank: its charged tokens, a pending separator, and
+        (word mode) the look-ahead of its partial word."""
         lm = info.lm + info.pending
-        if self.unit == "word" and info.word:
+        if info.word:
             lm += self._lookahead(bank, info.row, info.word)
-        return prefix.ctc + s.alpha * lm + s.beta * info.units
+        return lm
+
+    def _child_lm(self, bank: LMBank, info: LMInfo, c: int, scores: dict) -> tuple[float, int]:
+        """The LM part of the rank of a prefix extended by class ``c``, and its units, without
+        building it (``_child`` builds the few the beam keeps). ``scores``: the parent's
+        distribution at each candidate's LM token (char mode)."""
+        if self.unit == "char":
+            if self.alphabet.separator[c]:
+                if info.boundary:
+                    return info.lm + info.pending, info.units
+                return info.lm + scores[c], info.units + 1
+            return info.lm + info.pending + scores[c], info.units + 1
+        if self.alphabet.separator[c]:
+            if not info.word:
+                return info.lm, info.units
+            token = self.stoi.get(info.word, Vocab.unk_id)
+            return info.lm + float(bank.dist[info.row, token]), info.units + 1
+        word = info.word + self.alphabet.tokens[c]
+        return info.lm + self._lookahead(bank, info.row, word), info.units
 
     # -- the search -------------------------------------------------------------------------
     def decode(self, utterances: list[np.ndarray], search: Search) -> list[Hypothesis]:
         """The best hypothesis of each utterance's (T, C) log-posteriors, all of them searched
         frame by frame together (one LM call per frame for the whole batch)."""
+        return [found[0] for found in self.beams(utterances, search)]
+
+    def beams(self, utterances: list[np.ndarray], search: Search) -> list[list[Hypothesis]]:
+        """Every hypothesis of each utterance's last beam, finished, best first."""
         s = search if self.lm is not None else replace(search, alpha=0.0)
         bank = LMBank(self.lm, self.word_order) if self.lm is not None else None
         root = LMInfo(row=0, eos=float(bank.dist[0, Vocab.eos_id]) if bank else 0.0)
@@ -355,43 +378,60 @@ class Decoder:
     def _frame(self, bank, beam, frame, s: Search, moves, u) -> dict[tuple, Prefix]:
         """One frame of one utterance: every prefix extended by the candidate classes, the
         paths into one prefix summed, the ``beam`` best kept; the kept new prefixes whose LM
-        state must read a token are queued in ``moves``."""
+        state must read a token are queued in ``moves``. A new prefix has one parent (itself
+        minus its last label), so its rank is known from the parent's LM distribution; its
+        ``LMInfo`` is built only if the beam keeps it."""
         lp_blank = float(frame[self.alphabet.blank])
-        cands = [(int(c), float(frame[c])) for c in self._candidates(frame, s)]
-        nxt: dict[tuple, list] = {}  # key -> [pb, pnb, last, info, token or None, parent row]
+        cands = self._candidates(frame, s)
+        cand_ids, cand_lp = cands.tolist(), frame[cands].tolist()
+        char_lm = bank is not None and self.unit == "char"
+        lm_tokens = self.lm_id[cands] if char_lm else None
+        alpha, beta = s.alpha, s.beta
+        live: dict[tuple, list] = {}  # key -> [pb, pnb, last, info]: prefixes already live
+        new: list[tuple] = []  # (rank, key, pnb, last label, parent's info)
         for key, p in beam.items():
-            total = p.ctc
-            _add(nxt, key, total + lp_blank, NEG_INF, p.last, p.info)
+            total, info = p.ctc, p.info
+            _add(live, key, total + lp_blank, NEG_INF, p.last, info)
             if p.last >= 0:  # the last label again, no blank between: the same prefix
-                _add(nxt, key, NEG_INF, p.pnb + float(frame[p.last]), p.last, p.info)
-            for c, lp in cands:
+                _add(live, key, NEG_INF, p.pnb + float(frame[p.last]), p.last, info)
+            scores = (
+                dict(zip(cand_ids, bank.dist[info.row, lm_tokens].tolist())) if char_lm else None
+            )
+            for c, lp in zip(cand_ids, cand_lp):
                 into = p.pb if c == p.last else total
                 if into == NEG_INF:
                     continue
                 child = (*key, c)
-                if child in nxt:
-                    entry = nxt[child]
-                    entry[1] = _logaddexp(entry[1], into + lp)
+                if child in beam:  # already live: one more path into it
+                    _add(live, child, NEG_INF, into + lp, c, beam[child].info)
                     continue
-                known = beam.get(child)
-                if known is not None:  # already live: its LM state is there
-                    nxt[child] = [NEG_INF, into + lp, c, known.info, None, -1]
-                elif bank is None:
-                    info = replace(p.info, units=p.info.units + 1)
-                    nxt[child] = [NEG_INF, into + lp, c, info, None, -1]
+                if bank is None:
+                    lm, units = 0.0, info.units + 1
                 else:
-                    info, token = self._child(bank, p.info, c)
-                    nxt[child] = [NEG_INF, into + lp, c, info, token, p.info.row]
-        prefixes = {k: Prefix(e[0], e[1], e[2], e[3]) for k, e in nxt.items()}
-        if len(prefixes) > s.beam:
-            ranks = {k: self._rank(bank, p, s) for k, p in prefixes.items()}
-            kept = sorted(ranks, key=ranks.__getitem__, reverse=True)[: s.beam]
-            prefixes = {k: prefixes[k] for k in kept}
-        for k in prefixes:
-            token = nxt[k][4]
+                    lm, units = self._child_lm(bank, info, c, scores)
+                new.append((into + lp + alpha * lm + beta * units, child, into + lp, c, info))
+        ranked = [(self._live_rank(bank, e, s), k, e) for k, e in live.items()]
+        ranked += [(n[0], n[1], n) for n in new]
+        ranked.sort(key=lambda x: x[0], reverse=True)
+        out: dict[tuple, Prefix] = {}
+        for _, key, e in ranked[: s.beam]:
+            if isinstance(e, list):  # a live prefix
+                out[key] = Prefix(e[0], e[1], e[2], e[3])
+                continue
+            _, _, pnb, c, parent = e
+            if bank is None:
+                info, token = replace(parent, units=parent.units + 1), None
+            else:
+                info, token = self._child(bank, parent, c)
+            out[key] = Prefix(NEG_INF, pnb, c, info)
             if token is not None:
-                moves.append((u, k, nxt[k][5], token))
-        return prefixes
+                moves.append((u, key, parent.row, token))
+        return out
+
+    def _live_rank(self, bank, entry: list, s: Search) -> float:
+        pb, pnb, _, info = entry
+        lm = self._rank_lm(bank, info) if bank is not None else 0.0
+        return _logaddexp(pb, pnb) + s.alpha * lm + s.beta * info.units
 
     def _is_pending(self, info: LMInfo) -> bool:
         """Char mode: the prefix ends in a separator that the LM has read but not charged."""
@@ -422,10 +462,10 @@ class Decoder:
             else:
                 p.info = replace(p.info, row=row, eos=float(bank.dist[row, Vocab.eos_id]))
 
-    def _final(self, bank, beams: list[dict[tuple, Prefix]], s: Search) -> list[Hypothesis]:
-        """Each utterance's best finished hypothesis: a word still open is completed (word
-        mode, one batched LM call for all of them) and ``</s>`` charged; a trailing
-        separator charges nothing (char mode)."""
+    def _final(self, bank, beams: list[dict[tuple, Prefix]], s: Search) -> list[list]:
+        """Each utterance's hypotheses finished, best first (ties in beam order): a word still
+        open is completed (word mode, one batched LM call for all of them) and ``</s>``
+        charged; a trailing separator charges nothing (char mode)."""
         ends: dict[tuple[int, int], float] = {}
         if bank is not None and self.unit == "word":
             pairs = {
@@ -443,7 +483,7 @@ class Decoder:
                 ends = dict(zip(zip(rows, tokens), end.tolist()))
         out = []
         for beam in beams:
-            best = None
+            found = []
             for key, p in beam.items():
                 info = p.info
                 lm, units = info.lm, info.units
@@ -456,10 +496,10 @@ class Decoder:
                 else:
                     lm += info.eos
                     units -= self._is_pending(info)
-                score = p.ctc + s.alpha * lm + s.beta * units
-                if best is None or score > best.score:
-                    best = Hypothesis(key, p.ctc, lm, units, score)
-            out.append(best)
+                found.append(
+                    Hypothesis(key, p.ctc, lm, units, p.ctc + s.alpha * lm + s.beta * units)
+                )
+            out.append(sorted(found, key=lambda h: -h.score))
         return out
 
 
@@ -471,11 +511,12 @@ def _logaddexp(a: float, b: float) -> float:
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
-def _add(nxt: dict, key: tuple, pb: float, pnb: float, last: int, info: LMInfo) -> None:
-    """Paths into prefix ``key`` that need no new LM state (a blank, a repeat)."""
-    entry = nxt.get(key)
+def _add(live: dict, key: tuple, pb: float, pnb: float, last: int, info: LMInfo) -> None:
+    """Paths into the live prefix ``key`` (a blank, a repeat, a label into a prefix the beam
+    already holds)."""
+    entry = live.get(key)
     if entry is None:
-        nxt[key] = [pb, pnb, last, info, None, -1]
+        live[key] = [pb, pnb, last, info]
     else:
         entry[0] = _logaddexp(entry[0], pb)
         entry[1] = _logaddexp(entry[1], pnb)
