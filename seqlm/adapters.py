@@ -6,6 +6,10 @@ imports its decoder's package only when it is built; none is a dependency of seq
   ``BatchScorerInterface`` for ``BeamSearch(scorers={"lm": ...})``.
 - torchaudio: ``TorchaudioLM`` has ``CTCDecoderLM``'s methods (``start``, ``score``,
   ``finish``); ``torchaudio_lm`` makes it a ``CTCDecoderLM`` for ``ctc_decoder(lm=...)``.
+- flashlight-text: torchaudio's ``CTCDecoderLM`` is flashlight-text's ``LM`` (torchaudio wraps
+  it); ``flashlight_lm`` makes the same class a ``flashlight.lib.text.decoder.LM`` for its
+  ``LexiconFreeDecoder`` and ``LexiconDecoder``, with its own ``LMState`` trie. These decoders
+  ask the LM once per hypothesis and token; ``seqlm decode`` (``decoding.ctc``) batches them.
 - pyctcdecode: ``pyctcdecode_lm`` is an ``AbstractLanguageModel`` (``order``,
   ``get_start_state``, ``score_partial_token``, ``score``) with the semantics of pyctcdecode's
   own KenLM ``LanguageModel`` (alpha, beta, unk_score_offset), for
@@ -131,12 +135,27 @@ def torchaudio_lm(lm: StepLM, words: list[str]) -> Any:
     """``TorchaudioLM`` as a torchaudio ``CTCDecoderLM`` (needs ``torchaudio``)."""
     from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 
-    class SeqlmCTCDecoderLM(TorchaudioLM, CTCDecoderLM):
-        def __init__(self):
-            CTCDecoderLM.__init__(self)
-            TorchaudioLM.__init__(self, lm, words, CTCDecoderLMState)
+    return _trie_lm(lm, words, CTCDecoderLM, CTCDecoderLMState)
 
-    return SeqlmCTCDecoderLM()
+
+def flashlight_lm(lm: StepLM, words: list[str]) -> Any:
+    """``TorchaudioLM`` as a flashlight-text ``LM`` (needs ``flashlight-text``): ``words`` are
+    the decoder's tokens in its id order (the lexicon-free decoder's classes, the lexicon
+    decoder's word dictionary)."""
+    from flashlight.lib.text.decoder import LM, LMState
+
+    return _trie_lm(lm, words, LM, LMState)
+
+
+def _trie_lm(lm: StepLM, words: list[str], base: type, state_class: type) -> Any:
+    """``TorchaudioLM`` subclassing a decoder's C++ ``LM`` (whose ``__init__`` must run)."""
+
+    class SeqlmLM(TorchaudioLM, base):
+        def __init__(self):
+            base.__init__(self)
+            TorchaudioLM.__init__(self, lm, words, state_class)
+
+    return SeqlmLM()
 
 
 LN10 = math.log(10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -75,6 +76,18 @@ def shared(name: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def optional(module: str):
+    """An optional dependency's module (an extra of pyproject.toml). Missing, it fails under CI,
+    which installs every extra, and skips elsewhere."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        msg = f"{module} is not installed (pip install -e '.[dev]' brings it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 def make_config(name: str = "train", overrides: list[str] | None = None) -> DictConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, optional
 
 import seqlm
 from seqlm.adapters import ESPnetLM, TorchaudioLM
@@ -147,7 +147,7 @@ def _labels(words: list[str]) -> list[str]:
 
 
 def test_pyctcdecode_beams_with_seqlm_equal_those_with_kenlm(kn3_arpa):
-    pytest.importorskip("kenlm")
+    optional("kenlm")
     from pyctcdecode import Alphabet, BeamSearchDecoderCTC, build_ctcdecoder
     from pyctcdecode.language_model import load_unigram_set_from_arpa
 

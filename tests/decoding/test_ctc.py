@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, optional
 
 import seqlm
 from seqlm.commands.decode import run as decode_run
@@ -318,3 +318,37 @@ def test_bad_decode_inputs_get_one_line(lms, tmp_path):
     assert r.returncode == 2 and "no reference for utterance 'u1'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "decode.json").exists()
+
+
+@pytest.mark.parametrize("name", ["kn3", "lstm"])
+def test_flashlight_lexicon_free_decoder_with_the_adapter_finds_seqlms_beams(lms, name):
+    """flashlight-text's LexiconFreeDecoder driving the LM through ``adapters.flashlight_lm``
+    (one call per hypothesis and token), every hypothesis kept and paths into one prefix
+    log-added: its best text and fused score are seqlm's own search's with the same LM."""
+    fl = optional("flashlight.lib.text.decoder")
+    from seqlm.adapters import flashlight_lm
+
+    lm = seqlm.load(lms / name)
+    alphabet = Alphabet(WORDS, 0)
+    ours = Decoder(alphabet, lm, "char")
+    rng = np.random.default_rng(5)
+    for frames in (3, 6):
+        logp = posteriors(rng, frames, len(WORDS))
+        options = fl.LexiconFreeDecoderOptions(
+            beam_size=10**4,
+            beam_size_token=len(WORDS),
+            beam_threshold=1e9,
+            lm_weight=0.8,
+            sil_score=0.0,
+            log_add=True,
+            criterion_type=fl.CriterionType.CTC,
+        )
+        adapter = flashlight_lm(lm, WORDS)
+        theirs = fl.LexiconFreeDecoder(options, adapter, 0, 0, [])
+        emissions = np.ascontiguousarray(logp, dtype=np.float32)
+        best = theirs.decode(emissions.ctypes.data, frames, len(WORDS))[0]
+        path = [t for t in best.tokens if t >= 0]
+        labels = [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
+        hyp = ours.decode([logp], Search(**EXHAUSTIVE, alpha=0.8))[0]
+        assert alphabet.text(labels) == alphabet.text(hyp.labels)
+        assert best.score == pytest.approx(hyp.score, abs=1e-4)  # flashlight sums in float32
