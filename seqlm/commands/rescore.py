@@ -57,24 +57,27 @@ def read_inputs(cfg: DictConfig) -> Inputs:
     nbest_path = Path(str(cfg.nbest)).expanduser()
     nbest = rs.read_nbest(nbest_path)
     if cfg.get("refs") is None:
-        return Inputs(ckpts, nbest, None, [], cfg.normalize, cfg.unit, given_weights(cfg, ckpts))
+        weights = given_weights(cfg, ckpts, nbest)
+        return Inputs(ckpts, nbest, None, [], cfg.normalize, cfg.unit, weights)
     refs_path = Path(str(cfg.refs)).expanduser()
     refs = rs.read_refs(refs_path)
     rs.check_pairing(nbest, refs, nbest_path, refs_path)
     dev = rs.dev_utterances(cfg.dev, refs)
-    weights = None if dev else given_weights(cfg, ckpts)  # no dev part: nothing to tune on
+    weights = None if dev else given_weights(cfg, ckpts, nbest)  # no dev part: nothing to tune
     return Inputs(ckpts, nbest, refs, dev, cfg.normalize, cfg.unit, weights)
 
 
-def given_weights(cfg: DictConfig, ckpts: list[str]) -> np.ndarray:
-    """``weights.lm`` (one number, or one per LM), ``weights.words``, ``weights.oov``."""
+def given_weights(cfg: DictConfig, ckpts: list[str], nbest: rs.NBest) -> np.ndarray:
+    """``weights.lm_old`` (when the n-best list gives the recogniser's LM score apart),
+    ``weights.lm`` (one number, or one per LM), ``weights.words``, ``weights.oov``."""
     w = cfg.weights
     lm = list(w.lm) if isinstance(w.lm, ListConfig) else [w.lm] * len(ckpts)
     if len(lm) != len(ckpts):
         raise SeqlmError(f"weights.lm={lm} gives {len(lm)} weights for {len(ckpts)} LMs")
-    values = [*lm, w.words, w.oov]
+    old = [w.lm_old] if nbest.old_lm is not None else []
+    values = [*old, *lm, w.words, w.oov]
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-        raise SeqlmError(f"weights.lm, weights.words and weights.oov must be numbers: {values}")
+        raise SeqlmError(f"weights.lm_old, lm, words and oov must be numbers: {values}")
     return np.asarray(values, dtype=np.float64)
 
 
@@ -93,10 +96,15 @@ def lm_features(scorers: list[Scorer], texts: list[str]) -> np.ndarray:
 
 def build_table(inputs: Inputs, scorers: list[Scorer], utts: list[str]) -> tuple[rs.Table, list]:
     """The features of every hypothesis of ``utts`` (in that order), and per hypothesis its
-    (utt, line, text, normalised units)."""
-    rows, texts, first, errs, starts = [], [], [], [], []
+    (utt, line, text, normalised units). The recogniser's own LM score, when the list gives
+    it apart, is the first feature."""
+    rows, texts, first, errs, starts, choice, old = [], [], [], [], [], [], []
+    nbest = inputs.nbest
     for utt in utts:
         starts.append(len(rows))
+        choice.append(len(rows) + nbest.first_choice(utt))
+        if nbest.old_lm is not None:
+            old.extend(nbest.old_lm[utt])
         ref = reference_units(inputs, utt) if inputs.refs is not None else None
         for hyp, score, line in zip(
             inputs.nbest.hyps[utt], inputs.nbest.first_pass[utt], inputs.nbest.lines[utt]
@@ -109,9 +117,12 @@ def build_table(inputs: Inputs, scorers: list[Scorer], utts: list[str]) -> tuple
             errs.append(rs.errors(ref, unit) if ref is not None else 0)
     lms = lm_features(scorers, texts)  # (N, K) and oov
     words = np.asarray([len(r[3]) for r in rows], dtype=np.float64)
-    features = np.column_stack([lms[:, :-1], words, lms[:, -1]])
+    columns = [np.asarray(old, dtype=np.float64)] if nbest.old_lm is not None else []
+    features = np.column_stack([*columns, lms[:, :-1], words, lms[:, -1]])
     units = [r[3] for r in rows]
-    table = rs.Table(np.asarray(starts), np.asarray(first), features, np.asarray(errs), units)
+    table = rs.Table(
+        np.asarray(starts), np.asarray(first), features, np.asarray(errs), units, np.asarray(choice)
+    )
     return table, rows
 
 
@@ -122,7 +133,7 @@ def reference_units(inputs: Inputs, utt: str) -> list[str]:
 
 def part_figures(part: str, table: rs.Table, chosen, refs_units) -> dict[str, Any]:
     """``{part}/wer_first_pass``, ``wer``, ``wer_oracle``, ``utterances``, ``ref_words``."""
-    first = table.choose(np.zeros(table.features.shape[1]))
+    first = table.first_choice()
 
     def wer(index) -> float:
         return rs.corpus_wer(refs_units, [table.units[i] for i in index])
@@ -154,9 +165,17 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     scored = time.perf_counter()
     trace: list[dict] = []
     weights = inputs.weights
+    old = int(inputs.nbest.old_lm is not None)  # the recogniser's LM weight comes first
     if weights is None:  # references and a dev part: tune on it
-        grids = rs.grids(tables["dev"], len(scorers))
-        weights, trace = rs.tune(tables["dev"], grids, joint=(0, len(scorers)))
+        dev = tables["dev"]
+        n_weighted = old + len(scorers)  # the non-negative weights
+        grids = rs.grids(dev, n_weighted)
+        start = np.zeros(len(grids))
+        start[:old] = 1.0  # the recogniser's LM as it is: its first pass, near enough
+        weights, trace = rs.tune(dev, grids, joint=(old, n_weighted), start=start)
+        signed = [k >= n_weighted for k in range(len(grids))]
+        weights, more = rs.refine(dev, weights, signed, rs.scales(dev), cfg.restarts, cfg.seed)
+        trace += more
     metrics: dict[str, Any] = {}
     chosen = {p: t.choose(weights) for p, t in tables.items()}
     if inputs.refs is not None:
@@ -166,7 +185,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     metrics.update(lm_figures(inputs.ckpts[0]))
     metrics.update(
         {
-            "weights/lm": float(weights[0]) if len(scorers) == 1 else weights[:-2].tolist(),
+            **({"weights/lm_old": float(weights[0])} if old else {}),
+            "weights/lm": float(weights[old]) if len(scorers) == 1 else weights[old:-2].tolist(),
             "weights/words": float(weights[-2]),
             "weights/oov": float(weights[-1]),
             "model/family": "rescore",
@@ -181,7 +201,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         }
     )
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
-    write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights)
+    write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights, bool(old))
     print(wer_table(metrics), flush=True)  # the result first: W&B's start-up takes seconds
     loggers = make_loggers(cfg, run_dir)
     log_worst(loggers, tables.get("test"), rows.get("test"), chosen.get("test"), inputs)
@@ -200,7 +220,8 @@ def wer_table(metrics: dict[str, Any]) -> str:
     lm = metrics["weights/lm"]
     lm = ", ".join(f"{w:.4g}" for w in lm) if isinstance(lm, list) else f"{lm:.4g}"
     words, oov = metrics["weights/words"], metrics["weights/oov"]
-    lines.append(f"weights: lm {lm}, words {words:.4g}, oov {oov:.4g}")
+    old = f"lm_old {metrics['weights/lm_old']:.4g}, " if "weights/lm_old" in metrics else ""
+    lines.append(f"weights: {old}lm {lm}, words {words:.4g}, oov {oov:.4g}")
     return "\n".join(lines)
 
 
@@ -217,12 +238,14 @@ def lm_figures(ckpt: str) -> dict[str, Any]:
     return {k: v for k, v in lm.items() if k.startswith(("data/", "val/ppl", "test/ppl"))}
 
 
-def write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights) -> None:
+def write_outputs(run_dir, cfg, metrics, trace, tables, rows, chosen, weights, old) -> None:
     """rescore.json, rescored.tsv and scores.tsv, each written whole or not at all."""
     write_config(run_dir, cfg)
-    n_lms = len(weights) - 2
-    lm_names = ["lm"] if n_lms == 1 else [f"lm{k + 1}" for k in range(n_lms)]
-    head = ["utt", "part", "line", "first_pass", *lm_names, "words", "oov", "score", "errors"]
+    n_lms = len(weights) - 2  # the recogniser's LM counted
+    new = n_lms - old
+    lm_names = ["lm"] if new == 1 else [f"lm{k + 1}" for k in range(new)]
+    base = ["am", "lm_old"] if old else ["first_pass"]
+    head = ["utt", "part", "line", *base, *lm_names, "words", "oov", "score", "errors"]
     scores = io.StringIO()
     out = csv.writer(scores, delimiter="\t", lineterminator="\n")
     out.writerow([*head, "chosen", "hypothesis"])

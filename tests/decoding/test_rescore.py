@@ -303,3 +303,130 @@ def test_wandb_gets_the_wers_and_a_table_of_the_worst_test_utterances(lms, lists
     assert errors == sorted(errors, reverse=True) and errors[0] > 0
     rows = [r for r in _scores(tmp_path) if r["part"] == "test" and r["chosen"] == "1"]
     assert errors[0] == max(int(r["errors"]) for r in rows)  # the worst one is there
+
+
+def random_table(seed: int, utts: int = 150, per: int = 5) -> rs.Table:
+    rng = np.random.default_rng(seed)
+    n = utts * per
+    return rs.Table(
+        np.arange(0, n, per),
+        rng.normal(0, 1.0, n),
+        np.column_stack([rng.normal(-30, 5, n), rng.integers(5, 12, n), rng.integers(0, 2, n)]),
+        rng.integers(0, 4, n),
+    )
+
+
+def test_the_exact_line_search_predicts_the_errors_at_every_step():
+    """MERT's envelope: the errors it predicts along a line are what choosing at that point
+    gives, anywhere but on a breakpoint."""
+    table = random_table(1)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        w, d = rng.normal(size=3), rng.normal(size=3)
+        xs, errors = rs.line_errors(table, w, d)
+        assert len(errors) == len(xs) + 1
+        for t in rng.uniform(-20, 20, 200):
+            k = int(np.searchsorted(xs, t))
+            if k < len(xs) and abs(xs[k] - t) < 1e-9:
+                continue
+            assert errors[k] == table.errors_of(w + t * d)
+
+
+def test_the_line_searches_end_no_worse_than_the_grid_and_optimal_on_every_axis():
+    table = random_table(3)
+    grids = rs.grids(table, 1)
+    grid_w, _ = rs.tune(table, grids)
+    signed = [False, True, True]
+    w, trace = rs.refine(table, grid_w, signed, rs.scales(table), restarts=4)
+    best = table.errors_of(w)
+    assert best <= table.errors_of(grid_w)
+    assert trace[-1]["errors"] == best and trace[-1]["tied_optima"] >= 1
+    assert w[0] >= 0
+    for k in range(3):  # no step along an axis, anywhere in bounds, does better
+        d = np.eye(3)[k]
+        xs, errors = rs.line_errors(table, w, d)
+        lo = -w[0] if k == 0 else -np.inf
+        reachable = errors[np.searchsorted(xs, lo, side="right") :] if k == 0 else errors
+        assert reachable.min() >= best
+
+
+def nbest_apart(lists, path, order=("utt", "am", "lm", "text")):
+    """The lists' hypotheses with the recogniser's scores apart: ``am`` the old first-pass
+    score, ``lm`` a misleading old LM that prefers the hypothesis with an inserted word."""
+    rows = [line.split("\t") for line in (lists / "nbest.tsv").read_text().splitlines()]
+    refs = dict(line.split("\t") for line in (lists / "refs.tsv").read_text().splitlines())
+    out = ["\t".join(order)]
+    for utt, score, text in rows:
+        bad = 3.0 if len(text.split()) > len(refs[utt].split()) else 0.0
+        fields = {
+            "utt": utt,
+            "am": score,
+            "lm": f"{bad:.1f}",
+            "text": text,
+            "first_pass": f"{float(score) + bad:.4f}",
+            "words": str(len(text.split())),
+        }
+        out.append("\t".join(fields[c] for c in order))
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_named_columns_replace_the_recognisers_lm(lms, lists, tmp_path):
+    """With ``am`` and ``lm`` apart, the old LM's weight is tuned: this one misleads, so the
+    search turns it (nearly) off, and the rescoring beats adding the new LM to the total."""
+    nbest_apart(lists, tmp_path / "apart.tsv", ("lm", "utt", "words", "first_pass", "am", "text"))
+    args = [f"ckpt={lms / 'kn3'}", f"refs={lists / 'refs.tsv'}"]
+    apart = _run(tmp_path / "a", *args, f"nbest={tmp_path / 'apart.tsv'}")
+    total = tmp_path / "total.tsv"  # the same recogniser, its total only
+    total.write_text(
+        "".join(
+            f"{r[1]}\t{r[3]}\t{r[5]}\n"
+            for r in (
+                ln.split("\t") for ln in (tmp_path / "apart.tsv").read_text().splitlines()[1:]
+            )
+        )
+    )
+    added = _run(tmp_path / "b", *args, f"nbest={total}")
+    assert apart["test/wer_first_pass"] == added["test/wer_first_pass"]  # first_pass picks it
+    assert apart["weights/lm_old"] < 0.2  # 1 would pick the inserted word's hypothesis
+    assert apart["test/wer"] < added["test/wer"]
+    head = _scores(tmp_path / "a")[0]
+    assert list(head)[3:6] == ["am", "lm_old", "lm"]
+
+
+def test_without_a_first_pass_column_the_first_line_is_the_first_pass(tmp_path):
+    (tmp_path / "n.tsv").write_text(
+        "utt\tam\tlm\ttext\nu1\t-5\t-1\ta b\nu1\t-1\t-1\ta c\nu2\t0\t0\tx\n"
+    )
+    nbest = rs.read_nbest(tmp_path / "n.tsv")
+    assert nbest.first_choice("u1") == 0 and nbest.old_lm["u1"] == [-1.0, -1.0]
+    assert nbest.first_pass["u1"] == [-5.0, -1.0]  # am: the score the features add to
+
+
+def test_srilm_plain_nbest_files_read_as_am_and_lm_apart(tmp_path):
+    folder = tmp_path / "nbest"
+    folder.mkdir()
+    (folder / "u1.nbest").write_text("-120.5 -20.25 2 the dog\n-119 -30 3 the dog s\n")
+    (folder / "u2.nbest").write_text("-80 -10 1 cats\n")
+    nbest = rs.read_nbest(folder)
+    assert nbest.utts == ["u1", "u2"]
+    assert nbest.hyps["u1"] == ["the dog", "the dog s"]
+    assert nbest.first_pass["u1"] == [-120.5, -119.0] and nbest.old_lm["u1"] == [-20.25, -30.0]
+    assert nbest.first_choice("u1") == 0
+    (folder / "u3.nbest").write_text("NBestList1.0\n(-1) the\n")
+    with pytest.raises(SeqlmError, match=r"u3.nbest:1: SRILM's NBestList1.0 format"):
+        rs.read_nbest(folder)
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("utt\tam\ttext", r"n.tsv:1: am and lm come together"),
+        ("utt\tscore\ttext", r"n.tsv:1: unknown column 'score'"),
+        ("utt\twords\ttext", r"n.tsv:1: no score column: give am and lm, or first_pass"),
+        ("utt\tam\tam\tlm\ttext", r"n.tsv:1: a column is named twice"),
+    ],
+)
+def test_bad_headers_get_one_line(tmp_path, header, message):
+    (tmp_path / "n.tsv").write_text(f"{header}\nu1\t-1\t-1\ta\n")
+    with pytest.raises(SeqlmError, match=message):
+        rs.read_nbest(tmp_path / "n.tsv")
