@@ -48,7 +48,8 @@ def sentences(root: str, count: int, seed: int = 0) -> list[str]:
     pool = []
     for chapter in chapters:
         for paragraph in chapter[1:]:  # the heading apart
-            for s in re.findall(r"[^。！？；]+[。！？；]?", paragraph):
+            # a closing quote after 。 ends the sentence it closes, not the next one
+            for s in re.findall(r"[^。！？；]+[。！？；]?[”’」』]*", paragraph):
                 s = s.strip()
                 if 8 <= len(s) <= 24:
                     pool.append(s)
@@ -135,8 +136,9 @@ def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int) -> di
         f"ckpt={ckpt}" if ckpt else "ckpt=null",
     ]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "seqlm", "decode", *args], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "seqlm", "decode", *args], check=True, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     record = json.loads((run / "decode.json").read_text())
     return {**record, "wall_s": wall}

@@ -30,8 +30,32 @@ def save(lm, path) -> None:
         arrays[f"logbow{k}"] = lm.logbow[k]
         if lm._uniform is not None:
             arrays[f"uctx{k}"], arrays[f"ugamma{k}"] = lm._uniform[k]
-    with written(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    with written(path) as tmp:
+        write_aligned(tmp, arrays)
+
+
+ALIGN = 64  # bytes: every table's data starts at a multiple of it in the file
+
+
+def write_aligned(path, arrays: dict) -> None:
+    """An ``.npz`` (uncompressed zip of ``.npy`` members, as ``np.savez``) whose members' data
+    start at multiples of ``ALIGN`` bytes, padded with a zip extra field (as Android's
+    zipalign), so that a memory map of a table is aligned: numpy's ``searchsorted`` copies a
+    misaligned array whole on every call."""
+    import io
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
+            data = buf.getvalue()
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            header = 30 + len(info.filename.encode()) + 4  # local header, name, extra's head
+            start = zf.fp.tell() + header + len(data) - np.asanyarray(a).nbytes
+            pad = -start % ALIGN
+            info.extra = struct.pack("<HH", 0xD935, pad) + bytes(pad)
+            zf.writestr(info, data)
 
 
 def load(cls, path, mmap: bool = True):
@@ -210,11 +234,15 @@ def _npz_arrays(path, mmap: bool) -> dict:
             ):
                 out[name] = z[name]  # strings (the vocabulary), scalars, empty tables
                 continue
+            offset = f.tell()
+            if offset % dtype.alignment:  # a file written before tables were aligned: in memory
+                out[name] = z[name]
+                continue
             out[name] = np.memmap(
                 path,
                 dtype=dtype,
                 mode="r",
-                offset=f.tell(),
+                offset=offset,
                 shape=shape,
                 order="F" if fortran else "C",
             )

@@ -7,6 +7,7 @@ longer contexts that missed (additive and MLE models: their own uniform rule).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -189,6 +190,59 @@ class Queries:
         lp = self._combine(words, ext, state.ctx, state.avail)
         ctx = np.stack(ext[: self.order - 1], 1) if self.order > 1 else state.ctx
         return lp, State(ctx, np.minimum(state.avail + 1, self.order - 1))
+
+    # -- one word at a time: decoders that call once per hypothesis and token ------------------
+    def score_one(self, ctx: tuple, avail: int, word: int) -> tuple[float, tuple, int]:
+        """``extend`` of one state and one word without a numpy call: (log p(word | state),
+        the next state's ``ctx`` and ``avail``), a state being one row of ``State`` as a tuple
+        and an int (``begin_one``). A binary search per order over the tables' memory
+        (``bisect`` on memory views), for a Python decoder that calls the LM once per token;
+        additive and MLE models go through ``extend``."""
+        N = self.order
+        if self._uniform is not None:
+            lp, nxt = self.extend(State(np.asarray([ctx]), np.asarray([avail])), [word])
+            return float(lp[0]), tuple(int(x) for x in nxt.ctx[0]), int(nxt.avail[0])
+        keys, logp, logbow = self._views()
+        ext = [word]
+        base = self.base
+        for k in range(2, N + 1):
+            c = ctx[k - 2]
+            node = -1
+            if c >= 0:
+                table = keys[k - 1]
+                key = c * base + word
+                i = bisect_left(table, key)
+                if i < len(table) and table[i] == key:
+                    node = i
+            ext.append(node)
+        matched = N
+        while ext[matched - 1] < 0:  # unigrams cover the vocabulary: the loop ends by 1
+            matched -= 1
+        out = logp[matched - 1][ext[matched - 1]]
+        for j in range(matched, min(avail, N - 1) + 1):
+            node, table = ctx[j - 1], logbow[j - 1]
+            out += table[node] if node >= 0 and len(table) else self.missing_bow
+        return out, tuple(ext[: N - 1]), min(avail + 1, N - 1)
+
+    def begin_one(self, bos: bool = True) -> tuple[tuple, int]:
+        """``begin(1)`` as ``score_one``'s (ctx, avail)."""
+        s = self.begin(1, bos)
+        return tuple(int(x) for x in s.ctx[0]), int(s.avail[0])
+
+    def _views(self):
+        """The tables as memory views (Python ints and floats on indexing, no copy)."""
+        if getattr(self, "_memory_views", None) is None:
+
+            def view(a, fmt):
+                a = np.ascontiguousarray(a)
+                return memoryview(a).cast("B").cast(fmt) if len(a) else memoryview(b"").cast(fmt)
+
+            self._memory_views = (
+                [view(k.astype(np.int64, copy=False), "q") for k in self.keys],
+                [view(p.astype(np.float64, copy=False), "d") for p in self.logp],
+                [view(b.astype(np.float64, copy=False), "d") for b in self.logbow],
+            )
+        return self._memory_views
 
     def distributions(self, state: State) -> np.ndarray:
         """(n, V): log p(w | state b) for every vocabulary id w, without a lookup per word:

@@ -111,24 +111,22 @@ class TorchaudioLM:
 
     def __init__(self, lm: StepLM, words: list[str], state_class: type):
         self.lm, self.state_class = lm, state_class
-        self.ids = token_map(lm, list(words))
+        self.ids = token_map(lm, list(words)).tolist()
         self.known: dict[Any, Any] = {}  # decoder state -> the LM's state
 
     def start(self, start_with_nothing: bool = False) -> Any:
         root = self.state_class()
-        self.known[root] = self.lm.start(1)
+        self.known[root] = self.lm.start_one()
         return root
 
     def score(self, state: Any, usr_token_idx: int) -> tuple[Any, float]:
-        lm_state = self.known[state]
-        word = self.ids[usr_token_idx : usr_token_idx + 1]
         child = state.child(usr_token_idx)
-        if child not in self.known:
-            self.known[child] = self.lm.advance(lm_state, word)
-        return child, float(self.lm.token_log_probs(lm_state, word)[0])
+        score, after = self.lm.step_one(self.known[state], self.ids[usr_token_idx])
+        self.known.setdefault(child, after)
+        return child, score
 
     def finish(self, state: Any) -> tuple[Any, float]:
-        return state, float(self.lm.end_log_probs(self.known[state])[0])
+        return state, self.lm.end_one(self.known[state])
 
 
 def torchaudio_lm(lm: StepLM, words: list[str]) -> Any:
@@ -194,7 +192,7 @@ class PyctcdecodeLM:
         return self._order
 
     def get_start_state(self) -> Any:
-        return self.lm.start(1)
+        return self.lm.start_one()
 
     def score_partial_token(self, partial_token: str) -> float:
         unk = self.unk_score_offset * (partial_token not in self.prefixes)
@@ -203,13 +201,12 @@ class PyctcdecodeLM:
         return unk
 
     def score(self, prev_state: Any, word: str, is_last_word: bool = False) -> tuple[float, Any]:
-        token = torch.tensor([self.lm.vocab.stoi.get(word, Vocab.unk_id)])
-        log10 = float(self.lm.token_log_probs(prev_state, token)[0]) / LN10
+        lp, end_state = self.lm.step_one(prev_state, self.lm.vocab.stoi.get(word, Vocab.unk_id))
+        log10 = lp / LN10
         if word not in self.known:
             log10 += self.unk_score_offset
-        end_state = self.lm.advance(prev_state, token)
         if is_last_word:
-            log10 += float(self.lm.end_log_probs(end_state)[0]) / LN10
+            log10 += self.lm.end_one(end_state) / LN10
         return self.alpha * log10 * LN10 + self.beta, end_state
 
 

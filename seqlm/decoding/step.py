@@ -76,6 +76,22 @@ class StepLM(ABC):
     def concat(self, states: list[Any]) -> Any:
         """One batch of the states of ``states``, in order (the inverse of selecting rows)."""
 
+    # -- one hypothesis at a time: decoders that call the LM once per token ------------------
+    def start_one(self) -> Any:
+        """One state after ``<s>``, for ``step_one``."""
+        return self.start(1)
+
+    def step_one(self, state: Any, token: int) -> tuple[float, Any]:
+        """(log p(token | state), the state after it) for one state: what pyctcdecode and
+        flashlight-text ask once per hypothesis and token. An n-gram answers it without a
+        numpy or torch call (``NgramLM.score_one``); this default steps a batch of one."""
+        t = torch.tensor([token])
+        return float(self.token_log_probs(state, t)[0]), self.advance(state, t)
+
+    def end_one(self, state: Any) -> float:
+        """log p(``</s>`` | state) of a ``step_one`` state."""
+        return float(self.end_log_probs(state)[0])
+
     def sentence_log_prob(self, ids: list[int]) -> float:
         """log p of one sentence and its ``</s>``, collected step by step."""
         state, total = self.start(1), 0.0

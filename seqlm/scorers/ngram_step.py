@@ -7,6 +7,7 @@ import torch
 
 from ngram import NgramLM
 from ngram import State as NgramState
+from seqlm.data.vocab import Vocab
 from seqlm.decoding.step import StepLM
 
 
@@ -42,3 +43,17 @@ class NgramStepLM(StepLM):
 
     def concat(self, states: list[NgramState]) -> NgramState:
         return NgramState.concat(states)
+
+    # one state at a time: (ctx, avail) tuples, pure Python lookups
+    def start_one(self) -> tuple:
+        return self.model.begin_one(bos=True)
+
+    def step_one(self, state: tuple, token: int) -> tuple[float, tuple]:
+        lp, ctx, avail = self.model.score_one(state[0], state[1], self._word(token))
+        return lp, (ctx, avail)
+
+    def end_one(self, state: tuple) -> float:
+        return self.model.score_one(state[0], state[1], self._word(Vocab.eos_id))[0]
+
+    def _word(self, token: int) -> int:
+        return int(self.to_model[token])

@@ -61,6 +61,31 @@ def test_steps_sum_to_the_sentence_log_probability(runs, name):
     np.testing.assert_allclose(stepped, whole, rtol=1e-7, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["kn3", "kn2", "lstm", "mogrifier"])
+def test_one_state_at_a_time_sums_to_the_sentence_log_probability(runs, name):
+    """``step_one``, what per-token decoders (pyctcdecode, flashlight-text) call: an n-gram's
+    pure-Python lookups and a network's batch of one give the whole sentence's numbers."""
+    lm = seqlm.load(runs / name)
+    lines = [lm.vocab.encode(s.split()) for s in SENTENCES]
+    whole = lm.scorer.sentence_logprobs(lines)
+    for ids, want in zip(lines, whole):
+        state, total = lm.start_one(), 0.0
+        for i in ids:
+            score, state = lm.step_one(state, i)
+            assert isinstance(score, float)
+            total += score
+        assert total + lm.end_one(state) == pytest.approx(want, rel=1e-7, abs=1e-6)
+
+
+def test_network_states_concatenate(runs):
+    """``concat`` of two networks' states is the batch of both (the decoders' bank of rows)."""
+    lm = seqlm.load(runs / "lstm")
+    a, b = lm.advance(lm.start(2), torch.tensor([2, 3])), lm.start(1)
+    both = lm.concat([a, b])
+    want = torch.cat([lm.next_log_probs(a), lm.next_log_probs(b)])
+    torch.testing.assert_close(lm.next_log_probs(both), want)
+
+
 @pytest.mark.parametrize("name", ["kn3", "lstm", "awd", "mogrifier", "minlstm"])
 def test_a_batch_of_states_steps_like_each_alone(runs, name):
     lm = seqlm.load(runs / name)

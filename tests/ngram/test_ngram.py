@@ -397,11 +397,16 @@ def test_states_agree_with_scoring_a_stream(sents, order, which, line):
             return
     ids = [w % m.vocab_size for w in line if w % m.vocab_size != m.eos_id] + [m.eos_id]
     state, stepped, states = m.begin(1), [], []
+    one, single = m.begin_one(), []  # the pure-Python path of decoders that call per token
     for w in ids:
         states.append(state)
         lp, state = m.extend(state, [w])
         stepped.append(lp[0])
+        lp_one, *one = m.score_one(*one, w)
+        single.append(lp_one)
+        assert tuple(one) == (tuple(state.ctx[0].tolist()), int(state.avail[0]))
     np.testing.assert_allclose(stepped, m.score_ids(np.array(ids)), rtol=1e-12)
+    np.testing.assert_allclose(single, stepped, rtol=1e-12)
     batch = State.concat(states).select(np.arange(len(states))[::-1])
     wide = m.distributions(batch)
     every = np.stack(
@@ -409,6 +414,31 @@ def test_states_agree_with_scoring_a_stream(sents, order, which, line):
     )
     np.testing.assert_allclose(wide, every, rtol=1e-12)
     np.testing.assert_allclose(wide[::-1][np.arange(len(ids)), ids], stepped, rtol=1e-12)
+
+
+def test_saved_tables_are_aligned_memory_maps_and_old_files_still_load(tmp_path):
+    """A misaligned memory map makes numpy's searchsorted copy the whole table on every
+    call: ``save`` aligns every table's data; a file written by ``np.savez`` (as before)
+    loads its misaligned tables into memory, the same numbers."""
+    from ngram.npz import ALIGN
+
+    m = NgramLM.fit([s.split() for s in TEXT], 4, "modified_kn", discount_fallback=[0.5, 1, 1.5])
+    m.save(tmp_path / "m.npz")
+    loaded = NgramLM.load(tmp_path / "m.npz")
+    for table in [*loaded.keys, *loaded.logp, *loaded.logbow]:
+        if len(table):
+            assert isinstance(table, np.memmap) and table.offset % ALIGN == 0
+            assert table.ctypes.data % ALIGN == 0
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, **arrays)
+    old = NgramLM.load(tmp_path / "old.npz")
+    assert any(not isinstance(t, np.memmap) for t in old.keys)  # np.savez leaves some misaligned
+    for a, b in zip([*old.keys, *old.logp, *old.logbow], [*m.keys, *m.logp, *m.logbow]):
+        assert a.flags.aligned
+        np.testing.assert_array_equal(a, b)
+    ids = np.array([m.stoi["the"], m.stoi["dog"], m.eos_id])
+    np.testing.assert_array_equal(old.score_ids(ids), m.score_ids(ids))
 
 
 def test_a_short_context_uses_the_lower_orders():
