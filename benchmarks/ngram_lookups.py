@@ -14,7 +14,11 @@ For lmplz's PTB models of order 3 and 5 (``ptb.o3.arpa.gz``, ``ptb.o5.arpa.gz``)
   next states, from one set of lookups), against KenLM's stateful ``BaseScore`` called once a
   word from Python (what a Python decoder does);
 - the V-wide distribution of 64 states (``distributions``), which KenLM does not offer
-  (a decoder would call ``BaseScore`` V times a state).
+  (a decoder would call ``BaseScore`` V times a state);
+- one word after one state, one call a word, as pyctcdecode and flashlight-text ask:
+  ``NgramLM.score_one`` (pure Python over the tables' memory) with the tables memory-mapped
+  and in memory, ``NgramLM.extend`` of one state (a numpy call) both ways, and the step API's
+  ``step_one`` (what seqlm's adapters call), against KenLM's ``BaseScore``.
 
 The states are those after every prefix of the test sentences, 64 a batch; the calls are timed
 alone, after a warm-up, as the median of several rounds.
@@ -78,7 +82,47 @@ def kenlm_figures(kenlm, path: Path, sentences) -> dict:
             state, out = out, state
 
     per = median_time(lookups, 5) / len(words)
-    return {"load_s": load, "score_tokens_per_s": tokens / score, "lookups_per_s": 1 / per}
+    return {
+        "load_s": load,
+        "score_tokens_per_s": tokens / score,
+        "lookups_per_s": 1 / per,
+        "one_us": per * 1e6,
+    }
+
+
+def single_calls(npz: Path, sentences) -> dict:
+    """Microseconds per call of one word after one state, the calls alone (the words of the
+    first 200 test sentences, each state the one the previous call returned)."""
+    out = {}
+    for mmap in (True, False):
+        m = NgramLM.load(npz, mmap=mmap)
+        ids = [m.stoi.get(w, m.unk_id) for s in sentences[:200] for w in [*s, "</s>"]]
+
+        def pure(m=m, ids=ids):
+            ctx, avail = m.begin_one()
+            for w in ids:
+                _, ctx, avail = m.score_one(ctx, avail, w)
+
+        def numpy_one(m=m, ids=ids[:2000]):
+            state = m.begin(1)
+            for w in ids:
+                _, state = m.extend(state, [w])
+
+        key = "mmap" if mmap else "memory"
+        out[f"score_one_{key}_us"] = median_time(pure, 5) / len(ids) * 1e6
+        out[f"extend_one_{key}_us"] = median_time(numpy_one, 3) / 2000 * 1e6
+    import seqlm  # the step API, as the adapters call it
+
+    lm = seqlm.load(npz)
+    ids = [lm.vocab.stoi.get(w, 0) for s in sentences[:200] for w in [*s, "</s>"]]
+
+    def stepped():
+        state = lm.start_one()
+        for i in ids:
+            _, state = lm.step_one(state, i)
+
+    out["step_one_us"] = median_time(stepped, 5) / len(ids) * 1e6
+    return out
 
 
 def ours_figures(path: Path, npz: Path, sentences) -> dict:
@@ -103,6 +147,7 @@ def ours_figures(path: Path, npz: Path, sentences) -> dict:
         "lookups_per_s": BATCH / per_batch,
         "batch_ms": per_batch * 1e3,
         "wide_ms": wide * 1e3,
+        **single_calls(npz, sentences),
     }
 
 
@@ -155,6 +200,14 @@ def main() -> None:
             f"| V-wide distribution of 64 states (V = 10,001) | {order} | "
             f"{ours['wide_ms']:.1f} ms | (none) | <= 5 ms | "
             f"{'yes' if ours['wide_ms'] <= 5 else 'no'} |",
+            f"| one word after one state, one call (`score_one`; tables mapped / in memory) "
+            f"| {order} | {ours['score_one_mmap_us']:.2f} / {ours['score_one_memory_us']:.2f} us "
+            f"| {ken['one_us']:.2f} us | <= 5 us (kn5) | "
+            f"{'yes' if ours['score_one_mmap_us'] <= 5 else 'no'} |",
+            f"| the same through the step API (`step_one`, what the adapters call) | {order} | "
+            f"{ours['step_one_us']:.2f} us | | | |",
+            f"| the same as a numpy call (`extend` of one state; mapped / in memory) | {order} "
+            f"| {ours['extend_one_mmap_us']:.1f} / {ours['extend_one_memory_us']:.1f} us | | | |",
         ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

@@ -11,11 +11,13 @@ numpy 1.x for pyctcdecode):
     python benchmarks/ocr_decoding.py --ocr-python $OCR --lm kn5=RUN lstm=RUN both=MIX_RUN \\
         --out /tmp/ocr
 
-Text (``--text hongloumeng``): sentences of 《红楼梦》's validation chapters (109-114, which the
-LMs never trained on), 8-24 characters, cut at 。！？；; each drawn as a line in WenQuanYi Zen Hei
-and degraded at three fixed levels (downscaled and scaled back, blurred, Gaussian noise; seeded),
-``--lines`` per level. Each level is decoded apart: the weights tuned on its first half of lines,
-tested on the other half. Every number comes from whole ``seqlm decode`` processes, timed.
+Text ``--text hongloumeng`` (character LMs, ``unit=char``): sentences of 《红楼梦》's validation
+chapters (109-114, which the LMs never trained on), 8-24 characters, cut at 。！？；; each drawn
+as a line in WenQuanYi Zen Hei and degraded at three fixed levels (downscaled and scaled back,
+blurred, Gaussian noise; seeded), ``--lines`` per level. Each level is decoded apart: the weights tuned on its first half of lines,
+tested on the other half. ``--text ptb`` (word LMs, ``unit=word``): PTB test sentences of 4-12
+words without ``<unk>`` or ``N``, drawn the same way. Every number comes from whole
+``seqlm decode`` processes, timed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ MODEL = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 
 
 # -- step 1 (seqlm's environment): the sentences ---------------------------------------------
+def ptb_sentences(root: str, count: int, seed: int = 0) -> list[str]:
+    """``count`` PTB test sentences of 4-12 words without ``<unk>`` or ``N`` (a printed line
+    has neither), as PTB spells them, drawn with a fixed seed."""
+    import gzip
+    import random
+
+    with gzip.open(Path(root) / "ptb.test.txt.gz", "rt") as f:
+        pool = [" ".join(ln.split()) for ln in f]
+    pool = [s for s in pool if 4 <= len(s.split()) <= 12 and "<unk>" not in s]
+    pool = [s for s in pool if "N" not in s.split()]
+    random.Random(seed).shuffle(pool)
+    return pool[:count]
+
+
 def sentences(root: str, count: int, seed: int = 0) -> list[str]:
     """``count`` sentences of chapters 109-114, 8-24 characters, drawn with a fixed seed."""
     import random
@@ -122,14 +138,14 @@ def ocr_step(work: Path) -> None:
 
 
 # -- step 3 (seqlm's environment): decode ----------------------------------------------------
-def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int) -> dict:
+def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int, unit: str) -> dict:
     run = work / level / f"run_{name}"
     args = [
         f"posteriors={work / level / 'posteriors.npz'}",
         f"tokens={work / 'tokens.txt'}",
         f"refs={work / level / 'refs.tsv'}",
         "dev=0.5",
-        "unit=char",
+        f"unit={unit}",
         f"beam={beam}",
         "logger=csv",
         f"hydra.run.dir={run}",
@@ -149,7 +165,8 @@ def main() -> None:
     ap.add_argument("--ocr-python", required=False, help="python of the OCR environment")
     ap.add_argument("--ocr-step", type=Path, help=argparse.SUPPRESS)  # run inside that python
     ap.add_argument("--lm", nargs="*", default=[], help="NAME=RUN_DIR, decoded in this order")
-    ap.add_argument("--root", default="../shared/data/hongloumeng")
+    ap.add_argument("--text", choices=("hongloumeng", "ptb"), default="hongloumeng")
+    ap.add_argument("--root", default=None, help="the corpus folder (../shared/data/TEXT)")
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--beam", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("/tmp/seqlm-ocr"))
@@ -158,20 +175,22 @@ def main() -> None:
         ocr_step(a.ocr_step)
         return
     a.out.mkdir(parents=True, exist_ok=True)
+    root = a.root or f"../shared/data/{a.text}"
+    unit = "char" if a.text == "hongloumeng" else "word"
     if not (a.out / "ocr.json").exists():
-        (a.out / "sentences.json").write_text(
-            json.dumps(sentences(a.root, a.lines), ensure_ascii=False)
-        )
+        lines = (sentences if a.text == "hongloumeng" else ptb_sentences)(root, a.lines)
+        (a.out / "sentences.json").write_text(json.dumps(lines, ensure_ascii=False))
         subprocess.run([a.ocr_python, __file__, "--ocr-step", str(a.out)], check=True)
     lms = [("beam", None), *(tuple(x.split("=", 1)) for x in a.lm)]
     results = {}
     for level in LEVELS:
         for name, ckpt in lms:
-            r = decode(a.out, level, name, ckpt, a.beam)
+            r = decode(a.out, level, name, ckpt, a.beam, unit)
             results[f"{level}/{name}"] = r
             print(
                 f"{level:<7} {name:<6} greedy CER {100 * r['test/cer_greedy']:5.2f}%  "
-                f"fused {100 * r['test/cer']:5.2f}%  weights {r['weights/lm']}, "
+                f"fused {100 * r['test/cer']:5.2f}%  greedy WER {100 * r['test/wer_greedy']:5.2f}%"
+                f"  fused {100 * r['test/wer']:5.2f}%  weights {r['weights/lm']}, "
                 f"{r['weights/units']}  {r['time/ms_per_utterance']:.1f} ms/line "
                 f"(LM calls {r['decode/lm_calls']}, wall {r['wall_s']:.1f} s)",
                 flush=True,

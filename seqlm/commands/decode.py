@@ -178,6 +178,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         lm = scorer.stepper()
     decoder = ctc.Decoder(inputs.alphabet, lm, cfg.unit)
     loaded = time.perf_counter()
+    if lm is None:  # no LM: its weight is 0, not the given one that nothing reads
+        inputs.search = replace(inputs.search, alpha=0.0)
     search, trace = inputs.search, []
     if inputs.tuned:
         search, trace = tune(decoder, inputs, cfg)
