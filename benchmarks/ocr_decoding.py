@@ -15,9 +15,9 @@ Text ``--text hongloumeng`` (character LMs, ``unit=char``): sentences of 《红�
 chapters (109-114, which the LMs never trained on), 8-24 characters, cut at 。！？；; each drawn
 as a line in WenQuanYi Zen Hei and degraded at three fixed levels (downscaled and scaled back,
 blurred, Gaussian noise; seeded), ``--lines`` per level. Each level is decoded apart: the
-weights tuned on its first half of lines, tested on the other half. ``--text ptb`` (word LMs, ``unit=word``): PTB test sentences of 4-12
-words without ``<unk>`` or ``N``, drawn the same way. Every number comes from whole
-``seqlm decode`` processes, timed.
+weights tuned on its first half of lines, tested on the other half. ``--text ptb`` (word LMs,
+``unit=word``): PTB test sentences of 4-12 words without ``<unk>`` or ``N``, drawn the same
+way. Every number comes from whole ``seqlm decode`` processes, timed.
 """
 
 from __future__ import annotations
