@@ -202,26 +202,28 @@ class Queries:
         if self._uniform is not None:
             lp, nxt = self.extend(State(np.asarray([ctx]), np.asarray([avail])), [word])
             return float(lp[0]), tuple(int(x) for x in nxt.ctx[0]), int(nxt.avail[0])
-        keys, logp, logbow = self._views()
-        ext = [word]
+        keys, children, logp, logbow, bow_sizes = self._views()
         base = self.base
-        for k in range(2, N + 1):
-            c = ctx[k - 2]
+        ext = [word]
+        for k in range(1, N):  # the (k+1)-gram: context node ctx[k-1], then the word
+            c = ctx[k - 1]
             node = -1
-            if c >= 0:
-                table = keys[k - 1]
-                key = c * base + word
-                i = bisect_left(table, key)
-                if i < len(table) and table[i] == key:
-                    node = i
+            if c >= 0:  # a binary search among the context's children only
+                lo, hi = children[k][c], children[k][c + 1]
+                if lo < hi:
+                    key = c * base + word
+                    table = keys[k]
+                    i = bisect_left(table, key, lo, hi)
+                    if i < hi and table[i] == key:
+                        node = i
             ext.append(node)
         matched = N
         while ext[matched - 1] < 0:  # unigrams cover the vocabulary: the loop ends by 1
             matched -= 1
         out = logp[matched - 1][ext[matched - 1]]
         for j in range(matched, min(avail, N - 1) + 1):
-            node, table = ctx[j - 1], logbow[j - 1]
-            out += table[node] if node >= 0 and len(table) else self.missing_bow
+            node = ctx[j - 1]
+            out += logbow[j - 1][node] if node >= 0 and bow_sizes[j - 1] else self.missing_bow
         return out, tuple(ext[: N - 1]), min(avail + 1, N - 1)
 
     def begin_one(self, bos: bool = True) -> tuple[tuple, int]:
@@ -230,17 +232,25 @@ class Queries:
         return tuple(int(x) for x in s.ctx[0]), int(s.avail[0])
 
     def _views(self):
-        """The tables as memory views (Python ints and floats on indexing, no copy)."""
+        """The tables as memory views (Python ints and floats on indexing, no copy), and for
+        each order k > 1 where each (k-1)-gram's children start in the k-gram table (keys are
+        ``context * base + word``, sorted: a context's children are one run), built once."""
         if getattr(self, "_memory_views", None) is None:
 
             def view(a, fmt):
                 a = np.ascontiguousarray(a)
                 return memoryview(a).cast("B").cast(fmt) if len(a) else memoryview(b"").cast(fmt)
 
+            starts = [view(np.zeros(1, np.int64), "q")]
+            for k in range(1, self.order):
+                bounds = np.arange(len(self.keys[k - 1]) + 1, dtype=np.int64) * self.base
+                starts.append(view(np.searchsorted(self.keys[k], bounds).astype(np.int64), "q"))
             self._memory_views = (
                 [view(k.astype(np.int64, copy=False), "q") for k in self.keys],
+                starts,
                 [view(p.astype(np.float64, copy=False), "d") for p in self.logp],
                 [view(b.astype(np.float64, copy=False), "d") for b in self.logbow],
+                [len(b) for b in self.logbow],
             )
         return self._memory_views
 
