@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -213,15 +214,18 @@ class LMBank:
     spelling order for the look-ahead)."""
 
     def __init__(self, lm: StepLM, word_order: np.ndarray | None):
+        started = time.perf_counter()
         self.lm, self.word_order = lm, word_order
         self.state = lm.start(1)
         self.dist = lm.next_log_probs(self.state).numpy()
         self.sorted = self.dist[:, word_order] if word_order is not None else None
         self.calls = 0
+        self.seconds = time.perf_counter() - started  # in the LM's calls (the step API's)
 
     def extend(self, keep: list[int], parents: list[int], tokens: list[int]) -> int:
         """Keep rows ``keep`` (renumbered 0..), then append the states of ``parents[i]`` after
         ``tokens[i]``; returns the row of the first appended state."""
+        started = time.perf_counter()
         lm = self.lm
         old = torch.tensor(keep, dtype=torch.long)
         kept = lm.select(self.state, old)
@@ -236,6 +240,7 @@ class LMBank:
         self.dist = dist
         if self.word_order is not None:
             self.sorted = dist[:, self.word_order]
+        self.seconds += time.perf_counter() - started
         return len(keep)
 
 
@@ -261,6 +266,7 @@ class Decoder:
             raise SeqlmError(f"unit={unit!r} is not one of {', '.join(UNITS)}")
         self.alphabet, self.lm, self.unit = alphabet, lm, unit
         self.calls = 0  # batched LM calls made (advance + next_log_probs counted once)
+        self.lm_seconds = 0.0  # time spent in them
         self.word_order = None
         if lm is None:
             return
@@ -364,7 +370,9 @@ class Decoder:
             if bank is not None and moves:
                 self._advance(bank, beams, moves)
         hyps = self._final(bank, beams, s)
-        self.calls += bank.calls if bank is not None else 0
+        if bank is not None:
+            self.calls += bank.calls
+            self.lm_seconds += bank.seconds
         return hyps
 
     def _candidates(self, frame: np.ndarray, s: Search) -> np.ndarray:
@@ -475,11 +483,13 @@ class Decoder:
                 if p.info.word
             }
             if pairs:
+                started = time.perf_counter()
                 rows, tokens = zip(*sorted(pairs))
                 lm = self.lm
                 state = lm.select(bank.state, torch.tensor(rows))
                 end = lm.end_log_probs(lm.advance(state, torch.tensor(tokens))).numpy()
                 bank.calls += 1
+                bank.seconds += time.perf_counter() - started
                 ends = dict(zip(zip(rows, tokens), end.tolist()))
         out = []
         for beam in beams:

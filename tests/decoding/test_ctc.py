@@ -261,6 +261,7 @@ def test_decode_tunes_on_dev_and_writes_its_figures(lms, tmp_path):
     fused = dict(line.split("\t")[::2] for line in lines[1:])
     assert sum(fused[f"u{i}"] == s for i, s in enumerate(SENTENCES)) >= 5
     assert metrics["model/family"] == "decode"
+    assert 0 < record["time/lm_share"] < 1 and record["decode/lm_calls"] > 0
 
 
 def test_decode_with_given_weights_needs_no_references(lms, tmp_path):
