@@ -66,6 +66,7 @@ def read_inputs(cfg: DictConfig) -> Inputs:
         beam=cfg.beam,
         topk=cfg.topk,
         prune=float(number(cfg, "prune")),
+        threshold=float(number(cfg, "threshold")),
         alpha=float(number(cfg, "weights.lm")),
         beta=float(number(cfg, "weights.units")),
     )
@@ -211,6 +212,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
             "decode/beam": search.beam,
             "decode/topk": search.topk,
             "decode/prune": search.prune,
+            "decode/threshold": search.threshold,
             "decode/classes": len(inputs.alphabet),
             "decode/utterances": len(utts),
             "decode/frames": frames,

@@ -224,22 +224,17 @@ class LMBank:
 
     def extend(self, keep: list[int], parents: list[int], tokens: list[int]) -> int:
         """Keep rows ``keep`` (renumbered 0..), then append the states of ``parents[i]`` after
-        ``tokens[i]``; returns the row of the first appended state."""
+        ``tokens[i]`` (one or more); returns the row of the first appended state."""
         started = time.perf_counter()
         lm = self.lm
-        old = torch.tensor(keep, dtype=torch.long)
-        kept = lm.select(self.state, old)
-        dist = self.dist[keep]
-        if parents:
-            self.calls += 1
-            new = lm.advance(lm.select(self.state, torch.tensor(parents)), torch.tensor(tokens))
-            self.state = lm.concat([kept, new]) if keep else new
-            dist = np.concatenate([dist, lm.next_log_probs(new).numpy()])
-        else:
-            self.state = kept
-        self.dist = dist
-        if self.word_order is not None:
-            self.sorted = dist[:, self.word_order]
+        kept = lm.select(self.state, torch.tensor(keep, dtype=torch.long))
+        new = lm.advance(lm.select(self.state, torch.tensor(parents)), torch.tensor(tokens))
+        self.state = lm.concat([kept, new]) if keep else new
+        fresh = lm.next_log_probs(new).numpy()
+        self.dist = np.concatenate([self.dist[keep], fresh])
+        if self.word_order is not None:  # only the new rows are put in spelling order
+            self.sorted = np.concatenate([self.sorted[keep], fresh[:, self.word_order]])
+        self.calls += 1
         self.seconds += time.perf_counter() - started
         return len(keep)
 
@@ -248,11 +243,14 @@ class LMBank:
 class Search:
     """The prefix beam search's settings: ``beam`` prefixes kept per frame, at most ``topk``
     classes per frame tried, none below ``prune`` (a natural-log probability; the most likely
-    class always); ``alpha`` the LM weight, ``beta`` the weight of each unit."""
+    class always); none kept that ranks more than ``threshold`` below the frame's best (as
+    flashlight's ``beam_threshold``); ``alpha`` the LM weight, ``beta`` the weight of each
+    unit."""
 
     beam: int = 16
     topk: int = 32
     prune: float = -10.0
+    threshold: float = 15.0
     alpha: float = 0.5
     beta: float = 0.0
 
@@ -279,7 +277,6 @@ class Decoder:
                     for t, s in zip(alphabet.tokens, alphabet.separator)
                 ]
             )
-            self.word_order = None
         else:
             words = [(w, i) for i, w in enumerate(lm.vocab.itos) if i not in (0, 1)]
             words.sort()
@@ -421,8 +418,11 @@ class Decoder:
         ranked = [(self._live_rank(bank, e, s), k, e) for k, e in live.items()]
         ranked += [(n[0], n[1], n) for n in new]
         ranked.sort(key=lambda x: x[0], reverse=True)
+        floor = ranked[0][0] - s.threshold if ranked else NEG_INF
         out: dict[tuple, Prefix] = {}
-        for _, key, e in ranked[: s.beam]:
+        for rank, key, e in ranked[: s.beam]:
+            if rank < floor:  # hopeless beside the best: its LM state is never computed
+                break
             if isinstance(e, list):  # a live prefix
                 out[key] = Prefix(e[0], e[1], e[2], e[3])
                 continue

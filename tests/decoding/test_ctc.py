@@ -30,7 +30,7 @@ from seqlm.errors import SeqlmError
 
 WORDS = ["<blank>", "the", "dog", "dogs", "runs", "zzz"]  # zzz: outside the LM's vocabulary
 LETTERS = ["<blank>", "t", "h", "e", "<space>", "d", "o", "g"]
-EXHAUSTIVE = dict(beam=10**6, topk=100, prune=-np.inf)  # every prefix kept: exact
+EXHAUSTIVE = dict(beam=10**6, topk=100, prune=-np.inf, threshold=np.inf)  # every prefix: exact
 
 
 @pytest.fixture(scope="module")
