@@ -160,6 +160,33 @@ def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int, unit:
     return {**record, "wall_s": wall}
 
 
+def report(results: dict, ocr: dict, lms: list[str]) -> str:
+    """The markdown table of a run: per level, greedy and each decoding's test CER and WER,
+    the CER cut relative to greedy, the weights tuned on dev, the time per line."""
+    rows = [
+        "| level | decoding | test CER | CER cut | test WER | weights (lm, units) | ms/line | "
+        "LM share |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for level in LEVELS:
+        first = results[f"{level}/beam"]
+        greedy = first["test/cer_greedy"]
+        rows.append(
+            f"| {level} | greedy (PP-OCRv4 alone) | {100 * greedy:.2f}% | | "
+            f"{100 * first['test/wer_greedy']:.2f}% | | {ocr['ms_per_line'][level]:.0f} (OCR) | |"
+        )
+        for name in ["beam", *lms]:
+            r = results[f"{level}/{name}"]
+            cut = 1 - r["test/cer"] / greedy if greedy else 0.0
+            label = "beam, no LM" if name == "beam" else f"beam + {name}"
+            rows.append(
+                f"| {level} | {label} | {100 * r['test/cer']:.2f}% | {100 * cut:.0f}% | "
+                f"{100 * r['test/wer']:.2f}% | {r['weights/lm']:g}, {r['weights/units']:g} | "
+                f"{r['time/ms_per_utterance']:.0f} | {100 * r.get('time/lm_share', 0):.0f}% |"
+            )
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ocr-python", required=False, help="python of the OCR environment")
@@ -170,7 +197,13 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--beam", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("/tmp/seqlm-ocr"))
+    ap.add_argument("--report", action="store_true", help="only print the table of --out")
     a = ap.parse_args()
+    if a.report:
+        done = json.loads((a.out / "results.json").read_text())
+        names = [x.split("=", 1)[0] for x in a.lm]
+        print(report(done["runs"], done["ocr"], names))
+        return
     if a.ocr_step:
         ocr_step(a.ocr_step)
         return
@@ -197,6 +230,7 @@ def main() -> None:
             )
     ocr = json.loads((a.out / "ocr.json").read_text())
     (a.out / "results.json").write_text(json.dumps({"ocr": ocr, "runs": results}, indent=1))
+    print(report(results, ocr, [name for name, _ in lms[1:]]))
 
 
 if __name__ == "__main__":

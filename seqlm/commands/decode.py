@@ -241,14 +241,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
 def error_table(metrics: dict[str, Any]) -> str:
     """CER and WER of each part, greedy and fused, and the weights, for the terminal."""
-    lines = [f"{'':<16}{'CER greedy':>12}{'CER fused':>12}{'WER greedy':>12}{'WER fused':>12}"]
-    for part in ("dev", "test"):
-        if f"{part}/cer" in metrics:
-            name = f"{part} ({metrics[f'{part}/utterances']})"
-            keys = ("cer_greedy", "cer", "wer_greedy", "wer")
-            lines.append(
-                f"{name:<16}" + "".join(f"{100 * metrics[f'{part}/{k}']:>11.2f}%" for k in keys)
-            )
+    columns = [("CER greedy", "cer_greedy"), ("CER fused", "cer")]
+    lines = rs.rates_table(metrics, [*columns, ("WER greedy", "wer_greedy"), ("WER fused", "wer")])
     ms, share = metrics["time/ms_per_utterance"], metrics["time/lm_share"]
     lines.append(
         f"weights: lm {metrics['weights/lm']:.4g}, units {metrics['weights/units']:.4g}; "

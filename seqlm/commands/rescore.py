@@ -211,12 +211,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
 def wer_table(metrics: dict[str, Any]) -> str:
     """The WERs of each part (first pass, rescored, oracle) and the weights, for the terminal."""
-    lines = [f"{'':<16}{'first pass':>12}{'rescored':>12}{'oracle':>12}"]
-    for part in ("dev", "test"):
-        if f"{part}/wer" in metrics:
-            name = f"{part} ({metrics[f'{part}/utterances']})"
-            figures = [metrics[f"{part}/wer{k}"] for k in ("_first_pass", "", "_oracle")]
-            lines.append(f"{name:<16}" + "".join(f"{100 * v:>11.2f}%" for v in figures))
+    columns = [("first pass", "wer_first_pass"), ("rescored", "wer"), ("oracle", "wer_oracle")]
+    lines = rs.rates_table(metrics, columns)
     lm = metrics["weights/lm"]
     lm = ", ".join(f"{w:.4g}" for w in lm) if isinstance(lm, list) else f"{lm:.4g}"
     words, oov = metrics["weights/words"], metrics["weights/oov"]

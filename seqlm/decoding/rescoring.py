@@ -319,6 +319,18 @@ def errors(ref: list[str], hyp: list[str]) -> int:
     return out.substitutions + out.deletions + out.insertions
 
 
+def rates_table(metrics: dict, columns: list[tuple[str, str]]) -> list[str]:
+    """The lines of a terminal table of error rates: a column per (title, key) of
+    ``columns``, a row per part (dev, test) that has them, each rate in percent."""
+    lines = [f"{'':<16}" + "".join(f"{title:>12}" for title, _ in columns)]
+    for part in ("dev", "test"):
+        if f"{part}/{columns[0][1]}" in metrics:
+            name = f"{part} ({metrics[f'{part}/utterances']})"
+            rates = [metrics[f"{part}/{key}"] for _, key in columns]
+            lines.append(f"{name:<16}" + "".join(f"{100 * v:>11.2f}%" for v in rates))
+    return lines
+
+
 def corpus_wer(refs: list[list[str]], hyps: list[list[str]]) -> float:
     """jiwer's corpus WER: all errors over all reference words."""
     import jiwer
