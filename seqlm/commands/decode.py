@@ -136,11 +136,14 @@ def part_figures(part: str, inputs: Inputs, utts, greedy, fused, normalize) -> d
 
 
 def tune(decoder, inputs: Inputs, cfg: DictConfig) -> tuple[ctc.Search, list[dict]]:
-    """Coordinate descent over ``tune.lm`` x ``tune.units`` on the dev utterances: each weight
-    in turn takes the value of its list with the lowest dev error rate (CER, or WER with
-    ``unit=word``), the other held, until a sweep changes nothing. Starts from the given
-    weights; a value replaces the current one only if it is strictly better, so of tied
-    points the first found stays. Every point decoded is in the trace."""
+    """The weights with the lowest dev error rate (CER, or WER with ``unit=word``). First a
+    joint search of a coarse 3 x 3 grid (the quartiles of ``tune.lm`` and of the positive
+    ``tune.units``): the LM weight and the unit bonus only help together, an LM alone
+    prefers deleting; then coordinate descent over the whole lists from the best point so
+    far (the given weights included): each weight in turn takes the value of its list with
+    the lowest rate, the other held, until a sweep changes nothing. A point replaces the
+    current one only if strictly better, so of tied points the first found stays. Every
+    point decoded is in the trace."""
     unit, tried = ("word" if cfg.unit == "word" else "char"), {}
     refs = [inputs.refs[u] for u in inputs.dev]
 
@@ -152,13 +155,19 @@ def tune(decoder, inputs: Inputs, cfg: DictConfig) -> tuple[ctc.Search, list[dic
         return tried[point]
 
     search = inputs.search
-    lm_values = [0.0] if decoder.lm is None else list(cfg.tune.lm)
+    lm_values = [0.0] if decoder.lm is None else [float(v) for v in cfg.tune.lm]
+    unit_values = [float(v) for v in cfg.tune.units]
     best = rate(search)
+    for a in quartiles([v for v in lm_values if v > 0]) or [search.alpha]:
+        for b in quartiles([v for v in unit_values if v > 0]) or [search.beta]:
+            trial = replace(search, alpha=a, beta=b)
+            if rate(trial) < best:
+                best, search = rate(trial), trial
     for _ in range(MAX_SWEEPS):
         changed = False
-        for field, values in (("alpha", lm_values), ("beta", list(cfg.tune.units))):
+        for field, values in (("alpha", lm_values), ("beta", unit_values)):
             for v in values:
-                trial = replace(search, **{field: float(v)})
+                trial = replace(search, **{field: v})
                 r = rate(trial)
                 if r < best:
                     best, search, changed = r, trial, True
@@ -166,6 +175,13 @@ def tune(decoder, inputs: Inputs, cfg: DictConfig) -> tuple[ctc.Search, list[dic
             break
     trace = [{"lm": a, "units": b, "dev_error": r} for (a, b), r in tried.items()]
     return search, trace
+
+
+def quartiles(values: list[float]) -> list[float]:
+    """The values at a quarter, half and three quarters of ``values`` sorted (fewer when
+    there are fewer)."""
+    v = sorted(set(values))
+    return sorted({v[int(q * (len(v) - 1) + 0.5)] for q in (0.25, 0.5, 0.75)}) if v else []
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:

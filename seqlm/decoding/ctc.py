@@ -209,34 +209,64 @@ class Hypothesis:
 
 
 class LMBank:
-    """The LM states of every live prefix of a batch, one row each, with the next-token
-    distribution of each row as a numpy array (and, in word mode, that distribution in
-    spelling order for the look-ahead)."""
+    """The LM states of the live prefixes of a batch, one row each, with the next-token
+    distribution of each row (and, in word mode, that distribution in spelling order for the
+    look-ahead) in a numpy buffer that grows by doubling: a frame appends its new rows, and
+    rows no prefix refers to are dropped only when they outnumber the live ones (``compact``),
+    so a frame never copies the whole bank."""
+
+    SLACK = 256  # dead rows tolerated beyond as many as the live ones
 
     def __init__(self, lm: StepLM, word_order: np.ndarray | None):
         started = time.perf_counter()
         self.lm, self.word_order = lm, word_order
         self.state = lm.start(1)
-        self.dist = lm.next_log_probs(self.state).numpy()
-        self.sorted = self.dist[:, word_order] if word_order is not None else None
+        first = lm.next_log_probs(self.state).numpy()
+        self.dist = np.empty((64, first.shape[1]))
+        self.sorted = np.empty((64, len(word_order))) if word_order is not None else None
+        self.size = 0
+        self._write(first)
         self.calls = 0
         self.seconds = time.perf_counter() - started  # in the LM's calls (the step API's)
 
-    def extend(self, keep: list[int], parents: list[int], tokens: list[int]) -> int:
-        """Keep rows ``keep`` (renumbered 0..), then append the states of ``parents[i]`` after
-        ``tokens[i]`` (one or more); returns the row of the first appended state."""
+    def _write(self, rows: np.ndarray) -> None:
+        end = self.size + len(rows)
+        if end > len(self.dist):
+            grown = max(end, 2 * len(self.dist))
+            self.dist = _grown(self.dist, self.size, grown)
+            if self.sorted is not None:
+                self.sorted = _grown(self.sorted, self.size, grown)
+        self.dist[self.size : end] = rows
+        if self.sorted is not None:
+            self.sorted[self.size : end] = rows[:, self.word_order]
+        self.size = end
+
+    def extend(self, parents: list[int], tokens: list[int]) -> int:
+        """Append the states of ``parents[i]`` after ``tokens[i]`` (one or more): one batched
+        ``advance`` and one ``next_log_probs``; returns the row of the first appended."""
         started = time.perf_counter()
-        lm = self.lm
-        kept = lm.select(self.state, torch.tensor(keep, dtype=torch.long))
+        lm, first = self.lm, self.size
         new = lm.advance(lm.select(self.state, torch.tensor(parents)), torch.tensor(tokens))
-        self.state = lm.concat([kept, new]) if keep else new
-        fresh = lm.next_log_probs(new).numpy()
-        self.dist = np.concatenate([self.dist[keep], fresh])
-        if self.word_order is not None:  # only the new rows are put in spelling order
-            self.sorted = np.concatenate([self.sorted[keep], fresh[:, self.word_order]])
+        self.state = lm.concat([self.state, new])
+        self._write(lm.next_log_probs(new).numpy())
         self.calls += 1
         self.seconds += time.perf_counter() - started
-        return len(keep)
+        return first
+
+    def compact(self, live: list[int]) -> dict[int, int] | None:
+        """Keep only rows ``live`` (sorted) when the dead ones outnumber them; returns each
+        kept row's new number, or None when nothing moved."""
+        if self.size <= 2 * len(live) + self.SLACK:
+            return None
+        started = time.perf_counter()
+        self.state = self.lm.select(self.state, torch.tensor(live, dtype=torch.long))
+        n = len(live)
+        self.dist[:n] = self.dist[live]
+        if self.sorted is not None:
+            self.sorted[:n] = self.sorted[live]
+        self.size = n
+        self.seconds += time.perf_counter() - started
+        return {row: i for i, row in enumerate(live)}
 
 
 @dataclass
@@ -447,21 +477,12 @@ class Decoder:
 
     def _advance(self, bank: LMBank, beams, moves) -> None:
         """The kept prefixes' LM states: one batched ``advance`` and ``next_log_probs`` for
-        every new (parent, token) pair of the frame, each pair once; then the bank keeps only
-        the rows a live prefix refers to."""
+        every new (parent, token) pair of the frame, each pair once; then, now and then, the
+        bank drops the rows no live prefix refers to."""
         pairs: dict[tuple[int, int], int] = {}
         for _, _, parent, token in moves:
             pairs.setdefault((parent, token), len(pairs))
-        moved = {(u, k) for u, k, _, _ in moves}
-        live = sorted(
-            {p.info.row for u, b in enumerate(beams) for k, p in b.items() if (u, k) not in moved}
-        )
-        renumber = {row: i for i, row in enumerate(live)}
-        first = bank.extend(live, [p for p, _ in pairs], [t for _, t in pairs])
-        for u, beam in enumerate(beams):
-            for k, p in beam.items():
-                if (u, k) not in moved:
-                    p.info = replace(p.info, row=renumber[p.info.row])
+        first = bank.extend([p for p, _ in pairs], [t for _, t in pairs])
         for u, k, parent, token in moves:
             row = first + pairs[(parent, token)]
             p = beams[u][k]
@@ -469,6 +490,12 @@ class Decoder:
                 p.info = replace(p.info, row=row)
             else:
                 p.info = replace(p.info, row=row, eos=float(bank.dist[row, Vocab.eos_id]))
+        live = sorted({p.info.row for b in beams for p in b.values()})
+        renumber = bank.compact(live)
+        if renumber is not None:
+            for beam in beams:
+                for p in beam.values():
+                    p.info = replace(p.info, row=renumber[p.info.row])
 
     def _final(self, bank, beams: list[dict[tuple, Prefix]], s: Search) -> list[list]:
         """Each utterance's hypotheses finished, best first (ties in beam order): a word still
@@ -511,6 +538,13 @@ class Decoder:
                 )
             out.append(sorted(found, key=lambda h: -h.score))
         return out
+
+
+def _grown(buffer: np.ndarray, used: int, rows: int) -> np.ndarray:
+    """``buffer``'s first ``used`` rows in a buffer of ``rows`` rows."""
+    out = np.empty((rows, buffer.shape[1]))
+    out[:used] = buffer[:used]
+    return out
 
 
 def _logaddexp(a: float, b: float) -> float:
