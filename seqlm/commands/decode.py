@@ -69,6 +69,7 @@ def read_inputs(cfg: DictConfig) -> Inputs:
         threshold=float(number(cfg, "threshold")),
         alpha=float(number(cfg, "weights.lm")),
         beta=float(number(cfg, "weights.units")),
+        gamma=float(number(cfg, "weights.oov")),
     )
     for key in ("tune.lm", "tune.units"):
         values = OmegaConf.select(cfg, key)
@@ -221,6 +222,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         {
             "weights/lm": search.alpha,
             "weights/units": search.beta,
+            "weights/oov": search.gamma,
             "model/family": "decode",
             "model/name": lm_name,
             "decode/lm": str(cfg.ckpt) if cfg.get("ckpt") is not None else None,

@@ -174,7 +174,7 @@ class LMInfo:
     token it has charged, a pending separator included), ``lm`` the ln P of its charged tokens,
     ``pending`` ln P of a separator not yet followed by a token (char: a trailing separator is
     not text), ``eos`` ln P(</s>) after its text, ``units`` its units (a pending one included),
-    ``word`` the partial word (word mode)."""
+    ``word`` the partial word (word mode), ``oov`` its tokens the LM does not know."""
 
     row: int
     lm: float = 0.0
@@ -183,6 +183,7 @@ class LMInfo:
     units: int = 0
     word: str = ""
     boundary: bool = True  # at the start or after a separator: a separator adds nothing
+    oov: int = 0  # charged tokens (words) outside the LM's vocabulary
 
 
 @dataclass
@@ -206,6 +207,7 @@ class Hypothesis:
     lm: float  # ln P_LM of its text and </s> (0 without an LM)
     units: int
     score: float
+    oov: int = 0
 
 
 class LMBank:
@@ -275,12 +277,13 @@ class Search:
     classes per frame tried, none below ``prune`` (a natural-log probability; the most likely
     class always); none kept that ranks more than ``threshold`` below the frame's best (as
     flashlight's ``beam_threshold``); ``alpha`` the LM weight, ``beta`` the weight of each
-    unit."""
+    unit, ``gamma`` the weight of each token (word) outside the LM's vocabulary."""
 
     beam: int = 16
     topk: int = 32
     prune: float = -10.0
     threshold: float = 15.0
+    gamma: float = 0.0
     alpha: float = 0.5
     beta: float = 0.0
 
@@ -307,6 +310,9 @@ class Decoder:
                     for t, s in zip(alphabet.tokens, alphabet.separator)
                 ]
             )
+            self.oov_class = [
+                bool(not s and t not in stoi) for t, s in zip(alphabet.tokens, alphabet.separator)
+            ]
         else:
             words = [(w, i) for i, w in enumerate(lm.vocab.itos) if i not in (0, 1)]
             words.sort()
@@ -315,16 +321,16 @@ class Decoder:
             self.stoi = stoi
 
     # -- LM scores of one step --------------------------------------------------------------
-    def _lookahead(self, bank: LMBank, row: int, word: str) -> float:
+    def _lookahead(self, bank: LMBank, row: int, word: str) -> tuple[float, int]:
         """Word mode: the best ln P(w | row) over the vocabulary words that begin with the
-        partial ``word`` (``<unk>``'s when none does)."""
+        partial ``word``, and 0; ``<unk>``'s and 1 (an unknown word) when none does."""
         if not word:
-            return 0.0
+            return 0.0, 0
         lo = bisect.bisect_left(self.spellings, word)
         hi = bisect.bisect_left(self.spellings, word + "\U0010ffff", lo)
         if hi == lo:
-            return float(bank.dist[row, Vocab.unk_id])
-        return float(bank.sorted[row, lo:hi].max())
+            return float(bank.dist[row, Vocab.unk_id]), 1
+        return float(bank.sorted[row, lo:hi].max()), 0
 
     def _child(self, bank: LMBank, info: LMInfo, c: int) -> tuple[LMInfo, int | None]:
         """The LM's view of a prefix extended by class ``c``, and the LM token its state must
@@ -341,39 +347,44 @@ class Decoder:
                 ), space
             token = int(self.lm_id[c])
             lm = info.lm + info.pending + float(dist[token])
-            return LMInfo(row=-1, lm=lm, units=info.units + 1, boundary=False), token
+            oov = info.oov + self.oov_class[c]
+            return LMInfo(row=-1, lm=lm, units=info.units + 1, boundary=False, oov=oov), token
         if sep:
             if not info.word:
                 return info, None
             token = self.stoi.get(info.word, Vocab.unk_id)
-            return LMInfo(row=-1, lm=info.lm + float(dist[token]), units=info.units + 1), token
+            oov = info.oov + (info.word not in self.stoi)
+            return LMInfo(-1, info.lm + float(dist[token]), units=info.units + 1, oov=oov), token
         return replace(info, word=info.word + self.alphabet.tokens[c], boundary=False), None
 
-    def _rank_lm(self, bank: LMBank, info: LMInfo) -> float:
-        """The LM part of a live prefix's rank: its charged tokens, a pending separator, and
-        (word mode) the look-ahead of its partial word."""
+    def _rank_lm(self, bank: LMBank, info: LMInfo) -> tuple[float, int]:
+        """The LM part of a live prefix's rank and its unknown tokens: its charged tokens, a
+        pending separator, and (word mode) the look-ahead of its partial word."""
         lm = info.lm + info.pending
         if info.word:
-            lm += self._lookahead(bank, info.row, info.word)
-        return lm
+            ahead, unknown = self._lookahead(bank, info.row, info.word)
+            return lm + ahead, info.oov + unknown
+        return lm, info.oov
 
-    def _child_lm(self, bank: LMBank, info: LMInfo, c: int, scores: dict) -> tuple[float, int]:
-        """The LM part of the rank of a prefix extended by class ``c``, and its units, without
-        building it (``_child`` builds the few the beam keeps). ``scores``: the parent's
-        distribution at each candidate's LM token (char mode)."""
+    def _child_lm(self, bank: LMBank, info: LMInfo, c: int, scores: dict):
+        """(LM part of the rank, units, unknown tokens) of a prefix extended by class ``c``,
+        without building it (``_child`` builds the few the beam keeps). ``scores``: the
+        parent's distribution at each candidate's LM token (char mode)."""
         if self.unit == "char":
             if self.alphabet.separator[c]:
                 if info.boundary:
-                    return info.lm + info.pending, info.units
-                return info.lm + scores[c], info.units + 1
-            return info.lm + info.pending + scores[c], info.units + 1
+                    return info.lm + info.pending, info.units, info.oov
+                return info.lm + scores[c], info.units + 1, info.oov
+            oov = info.oov + self.oov_class[c]
+            return info.lm + info.pending + scores[c], info.units + 1, oov
         if self.alphabet.separator[c]:
             if not info.word:
-                return info.lm, info.units
+                return info.lm, info.units, info.oov
             token = self.stoi.get(info.word, Vocab.unk_id)
-            return info.lm + float(bank.dist[info.row, token]), info.units + 1
-        word = info.word + self.alphabet.tokens[c]
-        return info.lm + self._lookahead(bank, info.row, word), info.units
+            oov = info.oov + (info.word not in self.stoi)
+            return info.lm + float(bank.dist[info.row, token]), info.units + 1, oov
+        ahead, unknown = self._lookahead(bank, info.row, info.word + self.alphabet.tokens[c])
+        return info.lm + ahead, info.units, info.oov + unknown
 
     # -- the search -------------------------------------------------------------------------
     def decode(self, utterances: list[np.ndarray], search: Search) -> list[Hypothesis]:
@@ -421,7 +432,7 @@ class Decoder:
         cand_ids, cand_lp = cands.tolist(), frame[cands].tolist()
         char_lm = bank is not None and self.unit == "char"
         lm_tokens = self.lm_id[cands] if char_lm else None
-        alpha, beta = s.alpha, s.beta
+        alpha, beta, gamma = s.alpha, s.beta, s.gamma
         live: dict[tuple, list] = {}  # key -> [pb, pnb, last, info]: prefixes already live
         new: list[tuple] = []  # (rank, key, pnb, last label, parent's info)
         for key, p in beam.items():
@@ -441,10 +452,11 @@ class Decoder:
                     _add(live, child, NEG_INF, into + lp, c, beam[child].info)
                     continue
                 if bank is None:
-                    lm, units = 0.0, info.units + 1
+                    lm, units, oov = 0.0, info.units + 1, 0
                 else:
-                    lm, units = self._child_lm(bank, info, c, scores)
-                new.append((into + lp + alpha * lm + beta * units, child, into + lp, c, info))
+                    lm, units, oov = self._child_lm(bank, info, c, scores)
+                rank = into + lp + alpha * lm + beta * units + gamma * oov
+                new.append((rank, child, into + lp, c, info))
         ranked = [(self._live_rank(bank, e, s), k, e) for k, e in live.items()]
         ranked += [(n[0], n[1], n) for n in new]
         ranked.sort(key=lambda x: x[0], reverse=True)
@@ -468,8 +480,8 @@ class Decoder:
 
     def _live_rank(self, bank, entry: list, s: Search) -> float:
         pb, pnb, _, info = entry
-        lm = self._rank_lm(bank, info) if bank is not None else 0.0
-        return _logaddexp(pb, pnb) + s.alpha * lm + s.beta * info.units
+        lm, oov = self._rank_lm(bank, info) if bank is not None else (0.0, 0)
+        return _logaddexp(pb, pnb) + s.alpha * lm + s.beta * info.units + s.gamma * oov
 
     def _is_pending(self, info: LMInfo) -> bool:
         """Char mode: the prefix ends in a separator that the LM has read but not charged."""
@@ -523,19 +535,19 @@ class Decoder:
             found = []
             for key, p in beam.items():
                 info = p.info
-                lm, units = info.lm, info.units
+                lm, units, oov = info.lm, info.units, info.oov
                 if bank is None:
                     lm = 0.0
                 elif info.word:
                     token = self.stoi.get(info.word, Vocab.unk_id)
                     lm += float(bank.dist[info.row, token]) + ends[(info.row, token)]
                     units += 1
+                    oov += info.word not in self.stoi
                 else:
                     lm += info.eos
                     units -= self._is_pending(info)
-                found.append(
-                    Hypothesis(key, p.ctc, lm, units, p.ctc + s.alpha * lm + s.beta * units)
-                )
+                score = p.ctc + s.alpha * lm + s.beta * units + s.gamma * oov
+                found.append(Hypothesis(key, p.ctc, lm, units, score, oov))
             out.append(sorted(found, key=lambda h: -h.score))
         return out
 

@@ -76,21 +76,25 @@ def test_prefix_probabilities_are_the_sum_over_all_alignments(blank):
 @pytest.mark.parametrize("unit", ["char", "word"])
 def test_the_fused_best_is_the_brute_force_argmax(lms, name, unit):
     """With every prefix kept, the search's choice and score are the argmax over all label
-    sequences of ln P_ctc + α ln P_LM + β units, the LM scoring each whole text as a sentence."""
+    sequences of ln P_ctc + α ln P_LM + β units + γ oov, the LM scoring each whole text as a
+    sentence (``zzz`` and most letter strings are outside its vocabulary)."""
     lm = seqlm.load(lms / name)
     alphabet = Alphabet(WORDS if unit == "char" else LETTERS, 0)
     decoder = Decoder(alphabet, lm, unit)
     rng = np.random.default_rng(7)
     utterances = [posteriors(rng, 5, len(alphabet)), posteriors(rng, 3, len(alphabet))]
-    alpha, beta = 0.7, 0.4
-    hyps = decoder.decode(utterances, Search(**EXHAUSTIVE, alpha=alpha, beta=beta))
+    alpha, beta, gamma = 0.7, 0.4, -1.5
+    search = Search(**EXHAUSTIVE, alpha=alpha, beta=beta, gamma=gamma)
+    hyps = decoder.decode(utterances, search)
     for logp, hyp in zip(utterances, hyps):
         exact = brute_force(logp, 0)
 
         def total(labels, exact=exact):
             text = alphabet.text(labels)
-            units = len(labels) if unit == "char" else len(text.split())
-            return exact[labels] + alpha * lm_log_prob(lm, alphabet, labels, unit) + beta * units
+            tokens = [alphabet.tokens[c] for c in labels] if unit == "char" else text.split()
+            oov = sum(t not in lm.vocab.stoi for t in tokens)
+            lp = lm_log_prob(lm, alphabet, labels, unit)
+            return exact[labels] + alpha * lp + beta * len(tokens) + gamma * oov
 
         best = max(exact, key=total)
         assert alphabet.text(hyp.labels) == alphabet.text(best)
