@@ -138,7 +138,9 @@ def ocr_step(work: Path) -> None:
 
 
 # -- step 3 (seqlm's environment): decode ----------------------------------------------------
-def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int, unit: str) -> dict:
+def decode(
+    work: Path, level: str, name: str, ckpt: str | None, beam: int, unit: str, extra: list[str]
+) -> dict:
     run = work / level / f"run_{name}"
     args = [
         f"posteriors={work / level / 'posteriors.npz'}",
@@ -150,6 +152,7 @@ def decode(work: Path, level: str, name: str, ckpt: str | None, beam: int, unit:
         "logger=csv",
         f"hydra.run.dir={run}",
         f"ckpt={ckpt}" if ckpt else "ckpt=null",
+        *extra,
     ]
     started = time.perf_counter()
     subprocess.run(
@@ -198,6 +201,7 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("/tmp/seqlm-ocr"))
     ap.add_argument("--report", action="store_true", help="only print the table of --out")
+    ap.add_argument("--set", nargs="*", default=[], help="more decode overrides (weights.oov=-10)")
     a = ap.parse_args()
     if a.report:
         done = json.loads((a.out / "results.json").read_text())
@@ -218,7 +222,7 @@ def main() -> None:
     results = {}
     for level in LEVELS:
         for name, ckpt in lms:
-            r = decode(a.out, level, name, ckpt, a.beam, unit)
+            r = decode(a.out, level, name, ckpt, a.beam, unit, a.set)
             results[f"{level}/{name}"] = r
             print(
                 f"{level:<7} {name:<6} greedy CER {100 * r['test/cer_greedy']:5.2f}%  "
