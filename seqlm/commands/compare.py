@@ -40,6 +40,8 @@ COLUMNS = [  # (key of schema.table_row, title)
     ("test_bits", "test bits"),
     ("test_wer_first_pass", "first-pass WER %"),
     ("test_wer", "test WER %"),
+    ("test_cer_greedy", "greedy CER %"),  # a CTC decoding's best path
+    ("test_cer", "test CER %"),
     ("train_s", "train s"),
     ("train_tokens_per_s", "train tokens/s"),
     ("count_tokens_per_s", "count tokens/s"),
@@ -149,7 +151,8 @@ def plot_test_ppl(runs: list[Run], path: Path) -> None:
     scored = [
         r
         for r in runs
-        if r.metrics.get("test/ppl") is not None and r.metrics.get("model/family") != "rescore"
+        if r.metrics.get("test/ppl") is not None
+        and r.metrics.get("model/family") not in ("rescore", "decode")
     ]
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(scored) + 2), 4))
     names = [f"{model_label(r.metrics)}\n{r.path.name}" for r in scored]

@@ -47,6 +47,7 @@ class Inputs:
 
 
 def number(cfg: DictConfig, key: str, kind: type = float) -> Any:
+    """The config's ``key``, refused in one line unless a number (an integer for ``int``)."""
     value = OmegaConf.select(cfg, key)
     ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
     if isinstance(value, bool) or not ok:

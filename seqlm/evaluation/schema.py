@@ -2,7 +2,7 @@
 through it (``compare``, the summary table). What the split figures mean is in
 ``docs/evaluation.md``; ``seqlm.evaluation.summary.summarize`` makes them.
 
-Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore``) and
+Every run has ``model/family`` (``network``, ``ngram``, ``mixture``, ``rescore``, ``decode``)
 ``model/name``; then
 
 - a network: ``model/cell``, ``model/layers``, ``model/hidden_size``, ``model/params``
@@ -18,6 +18,8 @@ Every run has ``model/family`` (``network``, ``ngram``, ``mixture`` or ``rescore
   ``model/em_steps``;
 - a rescoring (``rescore``): ``{dev,test}/wer``, ``wer_first_pass``, ``wer_oracle``,
   ``utterances``, ``ref_words``, ``weights/*``, and its first LM's perplexities and ``data/*``;
+- a CTC decoding (``decode``): ``{dev,test}/cer``, ``cer_greedy``, ``wer``, ``wer_greedy``,
+  ``utterances``, ``ref_chars``, ``ref_words``, ``weights/*``, ``decode/*``, ``time/*``;
 - all: ``{val,test}/loss, ppl|pseudo_ppl, bits, tokens``, the ``data/*`` facts,
   ``time/train_s``, ``time/total_s``, ``checkpoint``, and on the built-in corpus
   ``{split}/ppl_floor`` and the agreement figures.
@@ -108,8 +110,8 @@ def model_label(metrics: dict[str, Any]) -> str:
         return f"{metrics.get('model/order')}-gram"
     if metrics.get("model/family") == "mixture":
         return "mix"
-    if metrics.get("model/family") == "rescore":
-        return "rescore"
+    if metrics.get("model/family") in ("rescore", "decode"):
+        return metrics["model/family"]
     return "birnn" if metrics.get("model/name") == "ClozeLM" else metrics.get("model/cell", "")
 
 
@@ -124,8 +126,8 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
     if m.get("model/family") == "mixture":
         parts = zip(m.get("model/components", []), m.get("model/weights", []))
         cell = " + ".join(f"{w:.2f} {name}" for name, w in parts)
-    elif m.get("model/family") == "rescore":
-        cell = m.get("model/name", "")
+    elif m.get("model/family") in ("rescore", "decode"):
+        cell = m.get("model/name", "")  # the LMs
     else:
         cell = get("model/smoothing" if ngram else "model/cell")
     return {
@@ -140,6 +142,8 @@ def table_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "test_bits": get("test/bits"),
         "test_wer_first_pass": percent(m.get("test/wer_first_pass")),
         "test_wer": percent(m.get("test/wer")),
+        "test_cer_greedy": percent(m.get("test/cer_greedy")),
+        "test_cer": percent(m.get("test/cer")),
         "train_s": get("time/train_s"),
         "train_tokens_per_s": get("train/tokens_per_s"),
         "count_tokens_per_s": get("count/tokens_per_s"),

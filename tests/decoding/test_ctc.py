@@ -275,6 +275,12 @@ def test_decode_tunes_on_dev_and_writes_its_figures(lms, tmp_path):
     assert sum(fused[f"u{i}"] == s for i, s in enumerate(SENTENCES)) >= 5
     assert metrics["model/family"] == "decode"
     assert 0 < record["time/lm_share"] < 1 and record["decode/lm_calls"] > 0
+    from seqlm.commands.compare import compare
+
+    (row,) = compare([out], tmp_path / "cmp")
+    assert row["model"] == "decode" and row["cell"] == "kn3"
+    assert row["test_cer"] == pytest.approx(100 * record["test/cer"])
+    assert row["test_cer_greedy"] == pytest.approx(100 * record["test/cer_greedy"])
 
 
 def test_decode_with_given_weights_needs_no_references(lms, tmp_path):
