@@ -113,6 +113,7 @@ class TorchaudioLM:
         self.lm, self.state_class = lm, state_class
         self.ids = token_map(lm, list(words)).tolist()
         self.known: dict[Any, Any] = {}  # decoder state -> the LM's state
+        self.scores: dict[Any, float] = {}  # decoder state -> the score of its last word
 
     def start(self, start_with_nothing: bool = False) -> Any:
         root = self.state_class()
@@ -121,9 +122,10 @@ class TorchaudioLM:
 
     def score(self, state: Any, usr_token_idx: int) -> tuple[Any, float]:
         child = state.child(usr_token_idx)
-        score, after = self.lm.step_one(self.known[state], self.ids[usr_token_idx])
-        self.known.setdefault(child, after)
-        return child, score
+        if child not in self.scores:  # a trie node is one word after one state: stepped once
+            score, self.known[child] = self.lm.step_one(self.known[state], self.ids[usr_token_idx])
+            self.scores[child] = score
+        return child, self.scores[child]
 
     def finish(self, state: Any) -> tuple[Any, float]:
         return state, self.lm.end_one(self.known[state])

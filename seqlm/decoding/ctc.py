@@ -106,11 +106,9 @@ def check_posteriors(name: str, array: np.ndarray, classes: int) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise SeqlmError(f"{name}: dtype {array.dtype}; expected floating-point log-probabilities")
     array = np.asarray(array, dtype=np.float32)
-    if np.isnan(array).any():
-        frame = int(np.isnan(array).any(1).argmax())
-        raise SeqlmError(f"{name}: NaN at frame {frame}")
-    if np.isposinf(array).any():
-        raise SeqlmError(f"{name}: +inf at frame {int(np.isposinf(array).any(1).argmax())}")
+    for bad, what in ((np.isnan(array).any(1), "NaN"), (np.isposinf(array).any(1), "+inf")):
+        if bad.any():
+            raise SeqlmError(f"{name}: {what} at frame {int(bad.argmax())}")
     if len(array) == 0:
         return array
     top = array.max(1, keepdims=True)
@@ -131,8 +129,9 @@ def check_posteriors(name: str, array: np.ndarray, classes: int) -> np.ndarray:
 
 
 def read_posteriors(path: Path, classes: int) -> dict[str, np.ndarray]:
-    """Every utterance's posteriors: a folder of ``UTT.npy`` files, or one ``.npz`` holding an
-    array per utterance (memory-mapped where numpy can), in name order."""
+    """Every utterance's posteriors: a folder of ``UTT.npy`` files (each memory-mapped, then
+    checked and read as float32), or one ``.npz`` holding an array per utterance, in name
+    order."""
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
