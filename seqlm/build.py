@@ -6,8 +6,6 @@ their traceback."""
 from __future__ import annotations
 
 import inspect
-import types
-import typing
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -15,6 +13,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqlm.errors import SeqlmError
+from seqlm.validation import check_types, parameters, takes_any
 
 
 def as_dict(node: Any) -> dict:
@@ -24,51 +23,12 @@ def as_dict(node: Any) -> dict:
     return dict(node)
 
 
-def _allowed(annotation: Any) -> tuple[type, ...] | None:
-    """The types a parameter annotation accepts, or ``None`` where it says too little to check
-    (``Any``, ``Literal``, a string, a type variable)."""
-    origin = typing.get_origin(annotation)
-    if annotation is type(None):
-        return (type(None),)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_allowed(a) for a in typing.get_args(annotation)]
-        return None if any(p is None for p in parts) else sum(parts, ())
-    if origin is tuple:
-        return (tuple, list)  # a YAML list stands for a tuple
-    if origin is not None:
-        return (origin,) if isinstance(origin, type) else None
-    if isinstance(annotation, type) and annotation is not object:
-        return (float, int) if annotation is float else (annotation,)
-    return None
-
-
-def check_types(key: str, target: Any, options: dict, shown: str) -> None:
-    """Refuse an option whose value is not of a type its parameter's annotation names
-    (``lr='fast'``, ``max_epochs='many'``): torch and Lightning often accept it, then fail
-    much later with a message that names neither the key nor the value."""
-    try:
-        init = target.__init__ if isinstance(target, type) else target
-        hints = typing.get_type_hints(init)
-    except Exception:  # annotations that do not resolve here: nothing to check against
-        return
-    for name, value in options.items():
-        allowed = _allowed(hints[name]) if name in hints else None
-        if allowed is not None and not isinstance(value, allowed):
-            names = " or ".join(
-                sorted({"None" if t is type(None) else t.__name__ for t in allowed})
-            )
-            raise SeqlmError(f"{key}.{name}={value!r}: {shown} expects {names} for {name}")
-
-
 def _unknown(target: Any, options: dict) -> list[str]:
     """Options that are no argument of ``target`` at all."""
     try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
+        return [] if takes_any(target) else [n for n in options if n not in parameters(target)]
+    except Exception:  # annotations that do not resolve here
         return []
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return []
-    return [name for name in options if name not in params]
 
 
 def refusal(key: str, node: Any, exc: BaseException) -> SeqlmError:
@@ -88,6 +48,30 @@ def refusal(key: str, node: Any, exc: BaseException) -> SeqlmError:
     return SeqlmError(f"{named}: {target} refused it ({why})")
 
 
+def check_options(key: str, target: Any, node: Any) -> None:
+    """Every rule ``target``'s options must follow, refused in one line: its ``Options``
+    (a network's typed config) when it has one, else the types its signature names."""
+    plain = as_dict(node)
+    options = getattr(target, "Options", None)
+    if options is not None:  # the target's own arguments (a network's vocab_size) aside
+        params = inspect.signature(target).parameters.values()
+        own = {p.name for p in params if p.kind is not p.VAR_KEYWORD}
+        options.of({k: v for k, v in plain.items() if k not in own})
+        return
+    shown = str(plain.get("_target_", getattr(target, "__name__", target)))
+    check_types(key, target, {k: v for k, v in plain.items() if not k.startswith("_")}, shown)
+
+
+def check_node(key: str, node: Any) -> None:
+    """``check_options`` of a config node with a ``_target_`` (one that does not import is
+    left to ``build``, which names it)."""
+    try:
+        target = get_object(str(as_dict(node).get("_target_")))
+    except Exception:
+        return
+    check_options(key, target, node)
+
+
 def build(key: str, node: Any, *args: Any, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``; for a ``_partial_`` node, also the call with ``args``
     (an optimizer's parameters, a scheduler's optimizer)."""
@@ -96,8 +80,7 @@ def build(key: str, node: Any, *args: Any, **kwargs: Any) -> Any:
         target = get_object(str(plain.get("_target_")))
     except Exception as e:
         raise refusal(key, node, e) from e
-    options = {k: v for k, v in plain.items() if not k.startswith("_")}
-    check_types(key, target, options, str(plain["_target_"]))
+    check_options(key, target, plain)
     try:
         obj = instantiate(node, **kwargs)
         return obj(*args) if args else obj

@@ -10,10 +10,8 @@ string the user typed.
 from __future__ import annotations
 
 import difflib
-import inspect
 import os
 from pathlib import Path
-from typing import Any
 
 from seqlm.commands import POSITIONAL
 from seqlm.conf import choices, is_group, preset_target
@@ -69,11 +67,13 @@ def checked(command: str, args: list[str]) -> list[str]:
 def check(command: str, args: list[str]) -> None:
     """Compose the config as Hydra will, and refuse in one line what would fail later: an
     unknown key (with the closest known key), a key added with ``+`` that its target does not
-    take, a value whose type is not the default's. A sweep (``-m``) is checked with the first
-    value of each swept key."""
+    take, and every rule of the nodes the overrides touch (``seqlm.build.check_options``: a
+    network's ``Options``, else the types its target's signature names). A sweep (``-m``) is
+    checked with the first value of each swept key."""
+    import functools
+
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
 
     if any(a.startswith("-") and a not in SWEEP for a in args):
         return  # --help, --cfg job, --info ...: Hydra's own flags, nothing is run
@@ -81,31 +81,77 @@ def check(command: str, args: list[str]) -> None:
     plain = [_first_value(a) if sweep else a for a in args if a not in SWEEP]
     plain = [a for a in plain if not a.startswith(("hydra.", "hydra/"))]
     groups = [a for a in plain if "=" in a and "." not in a.partition("=")[0].lstrip("+~")]
+
     with initialize_config_module("seqlm.conf", version_base="1.3"):
-        try:
-            base = compose(command, overrides=[g for g in groups if g[:1] not in "+~"])
-        except HydraException:
-            return  # a mistake in a group choice: the check of choices has its own message
+
+        @functools.cache
+        def base():  # the presets without the dotted overrides: for suggestions and defaults
+            return compose(command, overrides=[g for g in groups if g[:1] not in "+~"])
+
         try:
             cfg = compose(command, overrides=plain)
         except HydraException as e:
-            raise SeqlmError(_unknown_key(e, plain, base)) from None
-    for arg in plain:
-        key, eq, _ = arg.partition("=")
-        if not eq or key.startswith("~") or "." not in key.lstrip("+"):
-            continue
-        added = key.startswith("+")
-        key = key.lstrip("+")
-        if added:
-            _check_added(key, cfg, base)
-            continue
-        if not key.startswith(TYPED):
-            continue
-        default = OmegaConf.select(base, key, throw_on_missing=False)
-        value = OmegaConf.select(cfg, key, throw_on_missing=False)
-        problem = _type_problem(default, value)
-        if problem:
-            raise SeqlmError(f"{key}={value!r}: {problem} (the default is {default!r})")
+            try:
+                base()
+            except HydraException:
+                return  # a mistake in a group choice: the check of choices has its own message
+            raise SeqlmError(_unknown_key(e, plain, base())) from None
+        touched = set()
+        for arg in plain:
+            key, eq, _ = arg.partition("=")
+            if not eq or key.startswith("~") or "." not in key.lstrip("+"):
+                continue
+            key = key.lstrip("+")
+            if key.startswith(TYPED):
+                touched.add(key.partition(".")[0])
+            if arg.startswith("+"):
+                _check_added(key, cfg, base)
+            elif key.startswith(TYPED):
+                _check_unnamed(key, cfg, base)
+    from seqlm.build import check_node
+
+    for top in sorted(touched):
+        for key, node in _target_nodes(cfg[top], top):
+            check_node(key, node)
+
+
+def _target_nodes(node, key: str):
+    """``(key, node)`` of every node with a ``_target_`` at or under ``node``
+    (``optim.optimizer``, ``optim.scheduler``)."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node:
+        yield key, node
+        return
+    for k, child in node.items():
+        yield from _target_nodes(child, f"{key}.{k}")
+
+
+def _check_unnamed(key: str, cfg, base) -> None:
+    """An option that its target does not name (a corpus's, passed on through ``**options``)
+    has no annotation to check: its value must be of the preset default's type."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    from seqlm.validation import parameters, type_problem
+
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False)
+    target = node.get("_target_") if node is not None and hasattr(node, "get") else None
+    try:
+        if target is None or name in parameters(get_object(str(target))):
+            return
+    except Exception:
+        return
+    default = OmegaConf.select(base(), key, throw_on_missing=False)
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    # numbers and booleans only; null is always allowed, and a null default takes anything
+    plain = type(default) in (bool, int, float) and value is not None
+    problem = type_problem(type(default), value) if plain else None
+    if problem:
+        raise SeqlmError(f"{key}={value!r}: {problem} (the default is {default!r})")
 
 
 def _first_value(arg: str) -> str:
@@ -153,9 +199,12 @@ def _unknown_key(error: Exception, args: list[str], base) -> str:
 
 
 def _check_added(key: str, cfg, base) -> None:
-    """``+group.key=value``: the group's target must take ``key`` (or any keyword)."""
+    """``+group.key=value``: the group's target must take ``key`` (or any keyword). ``base``:
+    the presets' config, composed when a suggestion needs it."""
     from hydra.utils import get_object
     from omegaconf import OmegaConf
+
+    from seqlm.validation import parameters, takes_any
 
     parent, _, name = key.rpartition(".")
     if name.startswith("_"):
@@ -165,32 +214,12 @@ def _check_added(key: str, cfg, base) -> None:
     if target is None:
         return
     try:
-        params = inspect.signature(get_object(str(target))).parameters
+        obj = get_object(str(target))
+        if name in parameters(obj) or takes_any(obj):
+            return
     except (ValueError, TypeError, ImportError, AttributeError):
         return
-    if name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    raise SeqlmError(f"+{key}: {target} takes no option {name!r}{_suggest(key, base)}")
-
-
-def _type_problem(default: Any, value: Any) -> str | None:
-    """Why ``value`` cannot stand where the preset has ``default``, or None. Only plain numbers
-    and booleans are checked; ``null`` is always allowed, and a ``null`` default takes
-    anything."""
-    if value is None:
-        return None
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "expected true or false"
-    if isinstance(default, int):
-        return (
-            None
-            if isinstance(value, int) and not isinstance(value, bool)
-            else "expected an integer"
-        )
-    if isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else "expected a number"
-    return None
+    raise SeqlmError(f"+{key}: {target} takes no option {name!r}{_suggest(key, base())}")
 
 
 def hydra_overrides(command: str, args: list[str]) -> list[str]:

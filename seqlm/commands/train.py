@@ -17,13 +17,11 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from seqlm.build import build
+from seqlm.build import build, check_node
 from seqlm.data import prepared_data
 from seqlm.errors import Diverged, SeqlmError
 from seqlm.evaluation.schema import EVAL_PRECISION, network_description, run_metrics
 from seqlm.models import layout_of
-from seqlm.models.output import check_softmax
-from seqlm.models.recurrent import check_model_options
 from seqlm.runs.rundir import finish, run_dir_of, write_config, write_metrics
 from seqlm.runs.tracking import log_final, make_loggers
 from seqlm.scorers import family_of
@@ -103,10 +101,7 @@ def checked_network_config(cfg: DictConfig) -> DictConfig:
     output layer but for the bound the vocabulary size sets, the recurrent layers); with
     ``smoke=true``, the config of a smoke trial."""
     check_launch(cfg)
-    if "softmax" in cfg.model:
-        check_softmax(cfg.model.softmax, cfg.model.cutoffs, cfg.model.div_value, 2**31 - 1)
-    if "cell" in cfg.model:  # the constructor checks them again
-        check_model_options(cfg.model)
+    check_node("model", cfg.model)
     return smoke_trial(cfg) if cfg.get("smoke") else cfg
 
 

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from seqlm.data.batching import IGNORE
-from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
-from seqlm.models.recurrent import cell_options, check_options, make_rnn, run_rnn
+from seqlm.models.options import CellOptions
+from seqlm.models.output import AdaptiveSoftmax, LanguageModel
+from seqlm.models.recurrent import make_rnn, run_rnn
 
 
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -57,47 +58,21 @@ class ClozeLM(LanguageModel):
 
     layout = "sentences"
 
-    def __init__(
-        self,
-        vocab_size: int,
-        *,
-        cell: str,
-        emb_size: int,
-        hidden_size: int,
-        num_layers: int,
-        nonlinearity: str,
-        emb_dropout: float,
-        layer_dropout: float,
-        out_dropout: float,
-        softmax: str,
-        cutoffs: list[int] | None,
-        div_value: float,
-        mogrify_rounds: int,
-        mogrify_rank: int | None,
-    ):
+    Options = CellOptions  # every option's type and rule (``seqlm.models.options``)
+
+    def __init__(self, vocab_size: int, **options):
+        """One keyword per key of ``conf/model/birnn.yaml``, checked by ``CellOptions``."""
         super().__init__()
-        check_options(
-            cell,
-            nonlinearity,
-            num_layers,
-            {
-                "emb_dropout": emb_dropout,
-                "layer_dropout": layer_dropout,
-                "out_dropout": out_dropout,
-            },
-            mogrify_rounds,
-            mogrify_rank,
-        )
-        cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
-        self.cell = cell
-        self.embedding = nn.Embedding(vocab_size, emb_size)
-        options = cell_options(cell, nonlinearity, mogrify_rounds, mogrify_rank)
-        self.fwd = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
-        self.bwd = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
-        self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
+        o = CellOptions.of(options)
+        hidden_size, self.cell = o.hidden_size, o.cell
+        self.embedding = nn.Embedding(vocab_size, o.emb_size)
+        layers = (o.cell, o.emb_size, hidden_size, o.num_layers, o.layer_dropout, o.cell_kwargs)
+        self.fwd, self.bwd = make_rnn(*layers), make_rnn(*layers)
+        self.emb_drop, self.out_drop = nn.Dropout(o.emb_dropout), nn.Dropout(o.out_dropout)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        if softmax == "adaptive":
-            self.adaptive = AdaptiveSoftmax(2 * hidden_size, vocab_size, cutoffs, div_value)
+        if o.softmax == "adaptive":
+            cutoffs = o.cutoffs_for(vocab_size)
+            self.adaptive = AdaptiveSoftmax(2 * hidden_size, vocab_size, cutoffs, o.div_value)
             return
         self.adaptive = None
         self.dec_fwd = nn.Linear(hidden_size, vocab_size)  # V

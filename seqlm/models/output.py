@@ -65,45 +65,6 @@ class LanguageModel(nn.Module):
         return torch.where(target != IGNORE, lp, torch.zeros((), dtype=out, device=lp.device))
 
 
-# -- the output layer's choice: full or adaptive softmax -------------------------------------
-SOFTMAXES = ("full", "adaptive")
-AUTO_CUTOFFS = (2_000, 10_000, 50_000)  # frequency ranks; those below V when cutoffs is null
-
-
-def check_softmax(
-    softmax: str, cutoffs: list[int] | None, div_value: float, vocab_size: int
-) -> list[int]:
-    """The validated output-layer options; returns the cutoffs an adaptive softmax uses
-    (``cutoffs`` itself, or ``AUTO_CUTOFFS`` below ``vocab_size`` when it is null)."""
-    if softmax not in SOFTMAXES:
-        raise SeqlmError(f"model.softmax={softmax!r} is not one of {', '.join(SOFTMAXES)}")
-    if softmax == "full":
-        return []
-    if not div_value >= 1:
-        raise SeqlmError(f"model.div_value={div_value} must be >= 1")
-    if cutoffs is None:
-        return [c for c in AUTO_CUTOFFS if c < vocab_size]
-    if isinstance(cutoffs, str) or not hasattr(cutoffs, "__iter__"):
-        raise SeqlmError(
-            f"model.cutoffs={cutoffs!r} must be a list of frequency ranks: [2000,10000]"
-        )
-    cutoffs = list(cutoffs)
-    if any(not isinstance(c, int) or isinstance(c, bool) for c in cutoffs):
-        raise SeqlmError(f"model.cutoffs={cutoffs}: cutoffs are integers (frequency ranks)")
-    if cutoffs and cutoffs[0] < 2:
-        raise SeqlmError(
-            f"model.cutoffs={cutoffs}: the first cutoff must be >= 2 (<unk> and <eos> are in "
-            "the head)"
-        )
-    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
-        raise SeqlmError(f"model.cutoffs={cutoffs} must be strictly increasing")
-    if cutoffs and cutoffs[-1] >= vocab_size:
-        raise SeqlmError(
-            f"model.cutoffs={cutoffs}: {cutoffs[-1]} is not below the vocabulary size {vocab_size}"
-        )
-    return cutoffs
-
-
 class AdaptiveSoftmax(nn.Module):
     """The adaptive softmax of Grave et al. (2017), exact over the whole vocabulary.
 
@@ -124,7 +85,7 @@ class AdaptiveSoftmax(nn.Module):
     Args:
         in_features: D, the size of the features read.
         vocab_size: V.
-        cutoffs: the head's size and each cluster's start (checked by ``check_softmax``).
+        cutoffs: the head's size and each cluster's start (checked by ``CellOptions``).
         div_value: the shrink factor of the clusters' projections.
         tied: an embedding (V, D) whose first ``c_1`` rows are the head's word vectors.
     """

@@ -19,11 +19,10 @@ from torch import nn
 from torch.func import functional_call
 
 from seqlm.compat import flat_weight_names, tree_map
-from seqlm.errors import SeqlmError
 from seqlm.models.cells import CELL_CLASSES
-from seqlm.models.output import AdaptiveSoftmax, LanguageModel, check_softmax
+from seqlm.models.options import RecurrentOptions
+from seqlm.models.output import AdaptiveSoftmax, LanguageModel
 from seqlm.models.regularisers import (
-    OPTIONS,
     LockedDropout,
     activation_penalty,
     contiguous_views,
@@ -33,9 +32,6 @@ from seqlm.models.regularisers import (
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU, **CELL_CLASSES}
 PAIRED = ("lstm", *(n for n, c in CELL_CLASSES.items() if c.paired))  # state (h, c)
-NO_HIDDEN_MATRIX = ("mingru", "minlstm")  # gates that read x_t only: no W_hh to weight-drop
-DROPOUTS = tuple(o for o in OPTIONS if o not in ("alpha", "beta"))  # probabilities in [0, 1)
-NONLINEARITIES = ("tanh", "relu")
 
 # (L, B, H), a pair of them for an LSTM or a Mogrifier LSTM; a tuple of each layer's own for a
 # ``LayerStack``
@@ -107,64 +103,10 @@ def float32_recurrence(rnn: nn.Module, x: torch.Tensor) -> bool:
     return fallback
 
 
-def check_options(
-    cell: str,
-    nonlinearity: str,
-    num_layers: int,
-    dropouts: dict[str, float],
-    mogrify_rounds: int = 0,
-    mogrify_rank: int | None = None,
-):
-    """Constructor validation shared by the recurrent models; names the bad option."""
-    if cell not in CELLS:
-        raise SeqlmError(f"model.cell={cell!r} is not one of {', '.join(CELLS)}")
-    if nonlinearity not in NONLINEARITIES:
-        raise SeqlmError(
-            f"model.nonlinearity={nonlinearity!r} is not one of {', '.join(NONLINEARITIES)}"
-        )
-    if num_layers < 1:
-        raise SeqlmError(f"model.num_layers={num_layers} must be >= 1")
-    for name, p in dropouts.items():
-        if not 0.0 <= p < 1.0:
-            raise SeqlmError(f"model.{name}={p} must be in [0, 1)")
-    if not isinstance(mogrify_rounds, int) or mogrify_rounds < 0:
-        raise SeqlmError(f"model.mogrify_rounds={mogrify_rounds} must be an integer >= 0")
-    if mogrify_rank is not None and (not isinstance(mogrify_rank, int) or mogrify_rank < 1):
-        raise SeqlmError(f"model.mogrify_rank={mogrify_rank} must be null or an integer >= 1")
-    if cell in NO_HIDDEN_MATRIX and dropouts.get("wdrop"):
-        raise SeqlmError(
-            f"model.wdrop={dropouts['wdrop']}: model.cell={cell} has no hidden-to-hidden matrix "
-            "to drop (its gates read x_t only); set model.wdrop=0"
-        )
-
-
-def check_model_options(model) -> None:
-    """``check_options`` on a model config (a mapping with the preset's keys), so that a bad
-    cell option is refused before the data is read."""
-    dropouts = {k: model[k] for k in DROPOUTS if k in model}
-    check_options(
-        model["cell"],
-        model["nonlinearity"],
-        model["num_layers"],
-        dropouts,
-        model.get("mogrify_rounds", 0),
-        model.get("mogrify_rank"),
-    )
-
-
-def cell_options(cell: str, nonlinearity: str, mogrify_rounds: int, mogrify_rank: int | None):
-    """The keyword arguments of ``cell``'s module beyond its sizes."""
-    if cell == "rnn":
-        return {"nonlinearity": nonlinearity}
-    if cell == "mogrifier":
-        return {"rounds": mogrify_rounds, "rank": mogrify_rank}
-    return {}
-
-
 def make_rnn(
     cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, options: dict
 ) -> nn.Module:
-    """``num_layers`` layers of ``cell``; ``options`` as ``cell_options`` makes them."""
+    """``num_layers`` layers of ``cell``; ``options`` as ``CellOptions.cell_kwargs`` makes them."""
     return CELLS[cell](
         input_size,
         hidden_size,
@@ -181,7 +123,7 @@ class LayerStack(nn.Module):
     the last layer, state)``, the state a tuple of each layer's own state.
 
     Args:
-        cell: as ``RecurrentLM``'s; ``options``: its module's, as ``cell_options`` makes them.
+        cell: as ``RecurrentLM``'s; ``options``: its module's (``CellOptions.cell_kwargs``).
         input_size, sizes: the input's size and each layer's.
         dropouth: locked dropout on the outputs of every layer but the last.
         layer_dropout: ordinary dropout there, as ``nn.LSTM(dropout=)`` does it.
@@ -271,75 +213,33 @@ class RecurrentLM(LanguageModel):
 
     layout = "stream"
 
-    def __init__(
-        self,
-        vocab_size: int,
-        *,
-        cell: str,
-        emb_size: int,
-        hidden_size: int,
-        num_layers: int,
-        nonlinearity: str,
-        emb_dropout: float,
-        layer_dropout: float,
-        out_dropout: float,
-        tie_weights: bool,
-        hidden_sizes: list[int] | None,
-        dropoute: float,
-        dropouti: float,
-        dropouth: float,
-        dropout: float,
-        wdrop: float,
-        alpha: float,
-        beta: float,
-        softmax: str,
-        cutoffs: list[int] | None,
-        div_value: float,
-        mogrify_rounds: int,
-        mogrify_rank: int | None,
-    ):
+    Options = RecurrentOptions  # every option's type and rule (``seqlm.models.options``)
+
+    def __init__(self, vocab_size: int, **options):
         """One keyword per key of ``conf/model/rnn.yaml`` (Hydra builds it from the config),
-        each checked before a layer is built. Longer than seqlm's other functions because the
-        signature alone is the config's 25 keys; its body is the checks, then the layers."""
+        all checked by ``RecurrentOptions`` before a layer is built."""
         super().__init__()
-        dropouts = {
-            "emb_dropout": emb_dropout,
-            "layer_dropout": layer_dropout,
-            "out_dropout": out_dropout,
-            "dropoute": dropoute,
-            "dropouti": dropouti,
-            "dropouth": dropouth,
-            "dropout": dropout,
-            "wdrop": wdrop,
-        }
-        check_options(cell, nonlinearity, num_layers, dropouts, mogrify_rounds, mogrify_rank)
-        cutoffs = check_softmax(softmax, cutoffs, div_value, vocab_size)
-        sizes = layer_sizes(hidden_size, num_layers, hidden_sizes)
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if value < 0:
-                raise SeqlmError(f"model.{name}={value} must be >= 0")
-        if tie_weights and emb_size != sizes[-1]:
-            which = "hidden_sizes[-1]" if hidden_sizes is not None else "hidden_size"
-            raise SeqlmError(
-                f"model.tie_weights=true needs model.emb_size ({emb_size}) == "
-                f"model.{which} ({sizes[-1]})"
-            )
+        o = RecurrentOptions.of(options)
+        cutoffs, sizes = o.cutoffs_for(vocab_size), o.sizes
+        cell, emb_size, num_layers, tie_weights = o.cell, o.emb_size, o.num_layers, o.tie_weights
         self.cell, self.num_layers, self.hidden_size = cell, num_layers, sizes[-1]
         self.embedding = nn.Embedding(vocab_size, emb_size)
-        options = cell_options(cell, nonlinearity, mogrify_rounds, mogrify_rank)
-        if hidden_sizes is None and dropouth == 0 and wdrop == 0:
-            self.rnn = make_rnn(cell, emb_size, hidden_size, num_layers, layer_dropout, options)
+        kwargs = o.cell_kwargs
+        if o.one_module:
+            self.rnn = make_rnn(cell, emb_size, sizes[-1], num_layers, o.layer_dropout, kwargs)
         else:
-            self.rnn = LayerStack(cell, options, emb_size, sizes, dropouth, layer_dropout, wdrop)
-        if softmax == "adaptive":
+            self.rnn = LayerStack(
+                cell, kwargs, emb_size, sizes, o.dropouth, o.layer_dropout, o.wdrop
+            )
+        if o.softmax == "adaptive":
             tied = self.embedding if tie_weights else None
-            self.adaptive = AdaptiveSoftmax(sizes[-1], vocab_size, cutoffs, div_value, tied)
+            self.adaptive = AdaptiveSoftmax(sizes[-1], vocab_size, cutoffs, o.div_value, tied)
         else:
             self.adaptive = None
             self.decoder = nn.Linear(sizes[-1], vocab_size)
-        self.emb_drop, self.out_drop = nn.Dropout(emb_dropout), nn.Dropout(out_dropout)
-        self.dropoute, self.alpha, self.beta = dropoute, alpha, beta
-        self.lock_in, self.lock_out = LockedDropout(dropouti), LockedDropout(dropout)
+        self.emb_drop, self.out_drop = nn.Dropout(o.emb_dropout), nn.Dropout(o.out_dropout)
+        self.dropoute, self.alpha, self.beta = o.dropoute, o.alpha, o.beta
+        self.lock_in, self.lock_out = LockedDropout(o.dropouti), LockedDropout(o.dropout)
         self.penalty: torch.Tensor | None = None  # AR + TAR of the last training forward
         # As pytorch/examples' word_language_model: small uniform embedding and decoder; the
         # recurrent weights keep torch's U(-1/sqrt(H), 1/sqrt(H)).
@@ -391,17 +291,3 @@ class RecurrentLM(LanguageModel):
         h = torch.cat([h[:-1], top[None]], 0)
         last = h if c is None else (h, c)
         return (*state[:-1], last) if isinstance(self.rnn, LayerStack) else last
-
-
-def layer_sizes(hidden_size: int, num_layers: int, hidden_sizes: list[int] | None) -> list[int]:
-    """Each layer's size: ``hidden_sizes`` when given (one per layer), else ``hidden_size``."""
-    if hidden_sizes is None:
-        return [hidden_size] * num_layers
-    if len(hidden_sizes) != num_layers:
-        raise SeqlmError(
-            f"model.hidden_sizes={list(hidden_sizes)} has {len(hidden_sizes)} sizes for "
-            f"model.num_layers={num_layers}"
-        )
-    if any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-        raise SeqlmError(f"model.hidden_sizes={list(hidden_sizes)}: sizes must be integers >= 1")
-    return list(hidden_sizes)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from seqlm.evaluation.schema import (
 from seqlm.evaluation.test_time import adapted_logprobs, tune
 from seqlm.scorers import Scorer, normalise_blank
 from seqlm.training.module import LitLM, versions
+from seqlm.validation import required
 
 WINDOW = 256  # positions per forward call when scoring a stream (the state is carried)
 
@@ -336,9 +336,7 @@ def complete_model_config(model: dict) -> dict:
     full = {**added, **model}
     from hydra.utils import get_class
 
-    params = inspect.signature(get_class(target)).parameters
-    required = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    missing = [n for n in required if n not in full]
+    missing = [n for n in required(get_class(target)) if n not in full]
     if missing:
         raise SeqlmError(
             f"the checkpoint's model config lacks {', '.join(missing)}, which no seqlm version "

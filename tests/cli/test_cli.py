@@ -220,7 +220,7 @@ def test_cli_score_generate_fill(cli_run):
         ),
         (
             ["train", "model.hidden_size=abc"],
-            "model.hidden_size='abc': expected an integer (the default is 256)",
+            "model.hidden_size='abc': expected an integer",
         ),
         (
             ["train", "model=kn3", "model.orde=5"],
@@ -248,16 +248,16 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["optim.optimizer.lr=fast"], "optim.optimizer.lr='fast': torch.optim.AdamW expects"),
-        (["trainer.max_epochs=many"], "trainer.max_epochs='many': pytorch_lightning.Trainer"),
+        (["optim.optimizer.lr=fast"], "optim.optimizer.lr='fast': expected a number"),
+        (["trainer.max_epochs=many"], "trainer.max_epochs='many': expected an integer or null (pytorch_lightning.Trainer"),
         (["+trainer.no_such_option=1"], "trainer.no_such_option=1: pytorch_lightning.Trainer"),
         (
             ["optim=sgd", "optim.scheduler.factor=half"],
-            "optim.scheduler.factor='half': torch.optim.lr_scheduler.ReduceLROnPlateau expects",
+            "optim.scheduler.factor='half': expected a number",
         ),
         (
             ["logger=csv", "+logger.csv.flush_logs_every_n_steps=often"],
-            "logger.csv.flush_logs_every_n_steps='often': pytorch_lightning.loggers.CSVLogger",
+            "logger.csv.flush_logs_every_n_steps='often': expected an integer (pytorch_lightning",
         ),
         (["+callbacks.stop._target_=no.such.Callback"], "callbacks.stop: no.such.Callback"),
     ],

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from ngram.estimate import check_params
 from seqlm.conf import CONF_DIR, choices
+from seqlm.validation import parameters, required
 
 PRESETS = [(g, n) for g in ("model", "data") for n in choices(g)]
 
@@ -30,16 +31,16 @@ def test_every_preset_key_is_an_argument_without_a_second_default(group, name):
         check_params(node.get("smoothing", "modified_kn"), dict.fromkeys(extra))
         assert extra <= {"k", "discount", "discount_fallback", "backoff"}, extra
         return
-    named = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    named = set(parameters(target))  # a network's Options fields, else the keyword arguments
     corpus_options = set(node) - named  # LMData passes the rest to its corpus
     if group == "model":
         assert not corpus_options, f"{name}: {corpus_options} are not arguments"
-    for key in set(node) & named:
-        assert params[key].default is inspect.Parameter.empty, (
-            f"{target.__name__}({key}=...) has a default of its own besides {group}/{name}.yaml"
-        )
-    required = {k for k in named if params[k].default is inspect.Parameter.empty}
-    assert required <= set(node), f"{name}.yaml lacks {required - set(node)}"
+    needed = set(required(target))
+    assert set(node) & named <= needed, (
+        f"{target.__name__}: {(set(node) & named) - needed} have a default of their own "
+        f"besides {group}/{name}.yaml"
+    )
+    assert needed <= set(node), f"{name}.yaml lacks {needed - set(node)}"
 
 
 def test_presets_inherit_their_base_instead_of_repeating_it():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,15 @@ def wandb_records(path: Path) -> Iterator[Any]:
 
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
     """``{"config", "summary", "history", "group", "exit_code"}`` of the one W&B run under
-    ``run_dir/wandb``, from its files alone."""
+    ``run_dir/wandb``, from its files alone.
+
+    A run this process made (``train()`` called in a test) is read after W&B's service has
+    shut down, as it does when a user's command exits: ``run.finish()`` returns once the
+    service has the exit record, and its writer may hold the record's bytes a while longer
+    while the service lives on, as it does inside pytest (a read there once found no exit
+    code in a full suite)."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     files = sorted(Path(run_dir).glob("wandb/*run-*/run-*.wandb"))
     if len(files) != 1:
         raise ValueError(f"{run_dir}: expected one W&B run, found {len(files)}")

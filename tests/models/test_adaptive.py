@@ -111,7 +111,7 @@ def test_bf16_autocast_still_gives_float32_probabilities_that_sum_to_one():
         ({"cutoffs": [1, 10]}, "the first cutoff must be >= 2"),
         ({"cutoffs": [10], "div_value": 0.5}, "model.div_value=0.5 must be >= 1"),
         ({"softmax": "sampled"}, "model.softmax='sampled' is not one of full, adaptive"),
-        ({"cutoffs": "abc"}, "model.cutoffs='abc': seqlm.models.RecurrentLM expects None or list"),
+        ({"cutoffs": "abc"}, "model.cutoffs='abc': expected list or null"),
     ],
 )
 def test_bad_softmax_options_name_the_option(options, message):
