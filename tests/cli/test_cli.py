@@ -249,7 +249,10 @@ def test_bad_input_one_line_exit_2(args, message, tmp_path):
     "overrides, message",
     [
         (["optim.optimizer.lr=fast"], "optim.optimizer.lr='fast': expected a number"),
-        (["trainer.max_epochs=many"], "trainer.max_epochs='many': expected an integer or null (pytorch_lightning.Trainer"),
+        (
+            ["trainer.max_epochs=many"],
+            "trainer.max_epochs='many': expected an integer or null (pytorch_lightning.Trainer",
+        ),
         (["+trainer.no_such_option=1"], "trainer.no_such_option=1: pytorch_lightning.Trainer"),
         (
             ["optim=sgd", "optim.scheduler.factor=half"],
