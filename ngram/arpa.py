@@ -17,6 +17,7 @@ import gzip
 import math
 import operator
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,9 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
             keys = np.asarray([model.stoi[w] for w in words], dtype=np.int64)
             del words
         else:
-            keys, logp, bow = _section(lines, k, size, model)
+            (keys, added), logp, bow = _section(lines, k, size, model)
+            if added:
+                model.info["added_contexts"] = model.info.get("added_contexts", 0) + added
         order_idx = np.argsort(keys, kind="stable")  # files list n-grams in any order
         keys = keys[order_idx]  # one array at a time: each old one is freed at once
         logp = logp[order_idx]
@@ -222,6 +225,13 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
     if line is None or line.strip() != "\\end\\":
         raise lines.bad("missing \\end\\ (file truncated?)")
     model._stoi.pop(BOS)  # the vocabulary proper; <s> is context only, found by its id
+    added = model.info.get("added_contexts", 0)
+    if added:
+        print(
+            f"{path}: {added} n-grams are listed without their context; added the contexts "
+            "with backoff 0 and their backed-off probabilities (no score changes)",
+            file=sys.stderr,
+        )
     return model
 
 
@@ -233,6 +243,7 @@ def _section(lines: _Lines, k: int, size: int, model: NgramLM | None = None):
     backoff of each, and for unigrams their words, for longer n-grams their keys (made block by
     block, so a multi-GB file's words are never held)."""
     unigrams: list[str] = []
+    missing: list[np.ndarray] = []  # word ids of n-grams whose context the file does not list
     keys = np.zeros(size if k > 1 else 0, dtype=np.int64)
     logp, bow = np.zeros(size), np.zeros(size)
     for at in range(0, size, READ_BLOCK):
@@ -247,8 +258,13 @@ def _section(lines: _Lines, k: int, size: int, model: NgramLM | None = None):
         if k == 1:
             unigrams.extend(words)
         else:
-            keys[at : at + len(block)] = _keys(lines, first, block, words, model)
-    return (unigrams if k == 1 else keys), logp, bow
+            keys[at : at + len(block)] = _keys(words, model, missing)
+    if k == 1:
+        return unigrams, logp, bow
+    added = 0
+    if missing:
+        keys, added = _add_contexts(model, keys, np.concatenate(missing))
+    return (keys, added), logp, bow
 
 
 def _fast_block(block: list[str], k: int, model: NgramLM | None):
@@ -349,19 +365,88 @@ def _tab_separated(block: list[str], k: int):
 _count_tabs = operator.methodcaller("count", "\t")
 
 
-def _keys(lines: _Lines, first: int, block: list[str], ids: np.ndarray, model: NgramLM):
-    """The trie keys of a block's n-grams (word ids (n, k)); an n-gram whose context is not in
-    the file gets one error with its line."""
-    key, found = trie.from_words(ids, model.keys, model.base)
+def _keys(block_ids: np.ndarray, model: NgramLM, missing: list[np.ndarray]):
+    """The trie keys of a block's n-grams (word ids (n, k)); those whose context the file does
+    not list get -1 and their word ids go to ``missing`` (``_add_contexts`` inserts them)."""
+    key, found = trie.from_words(block_ids, model.keys, model.base)
     if not found.all():
-        i = int(np.flatnonzero(~found)[0])
-        words = block[i].split()[1 : ids.shape[1] + 1]
-        raise lines.bad_at(
-            first + i,
-            f"the {len(words)}-gram {' '.join(words)!r} has no {len(words) - 1}-gram "
-            f"{' '.join(words[:-1])!r} before it in the file (ARPA lists every context)",
-        )
+        key[~found] = -1
+        missing.append(block_ids[~found])
     return key
+
+
+def _add_contexts(model: NgramLM, keys: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, int]:
+    """Order k's ``keys`` (those of the n-grams listed, -1 for ``missing`` ones, whose (k-1)-word
+    contexts the file does not list), completed as Kaldi's arpa2fst completes such files
+    (SRILM's pruning writes them; KenLM refuses them): each missing context is inserted with
+    backoff 0 and the probability that backing off gives it, lower orders first, so that every
+    score stays what the ARPA backoff rule gives. Returns the keys and the number inserted."""
+    k = missing.shape[1]
+    contexts = np.unique(missing[:, :-1], axis=0)
+    remap, added = _insert(model, k - 1, contexts)
+    found = keys >= 0
+    keys[found] = remap[keys[found] // model.base] * model.base + keys[found] % model.base
+    missing_keys, ok = trie.from_words(missing, model.keys, model.base)
+    assert ok.all()
+    keys[~found] = missing_keys
+    return keys, added
+
+
+def _insert(model: NgramLM, j: int, grams: np.ndarray) -> tuple[np.ndarray, int]:
+    """Insert the ``grams`` (m, j) that order j's table lacks (their own missing contexts
+    first, recursively), with backoff 0 and the backed-off probability. Returns the map from
+    the table's old indices to its new ones, and how many n-grams were inserted."""
+    base = model.base
+    old = model.keys[j - 1]
+    if j == 1:  # a unigram cannot be missing: its word would be unknown (refused before)
+        return np.arange(len(old), dtype=np.int64), 0
+    keys, ok = trie.from_words(grams, model.keys, base)
+    added = 0
+    if not ok.all():  # a context of a context is missing too
+        remap, added = _insert(model, j - 1, np.unique(grams[~ok][:, :-1], axis=0))
+        old = model.keys[j - 1]
+        old = remap[old // base] * base + old % base
+        model.keys[j - 1] = old
+        keys, ok = trie.from_words(grams, model.keys, base)
+    at, present = trie.lookup(old, keys)
+    new_grams, new_keys = grams[~present], keys[~present]
+    if not len(new_keys):
+        return np.arange(len(old), dtype=np.int64), added
+    logp = _backed_off(model, new_grams)
+    merged = np.concatenate([old, new_keys])
+    order = np.argsort(merged, kind="stable")
+    model.keys[j - 1] = merged[order]
+    model.logp[j - 1] = np.concatenate([model.logp[j - 1], logp])[order]
+    model.logbow[j - 1] = np.concatenate([model.logbow[j - 1], np.zeros(len(logp))])[order]
+    remap = np.empty(len(merged), dtype=np.int64)
+    remap[order] = np.arange(len(merged))
+    return remap[: len(old)], added + len(new_keys)
+
+
+def _backed_off(model: NgramLM, grams: np.ndarray) -> np.ndarray:
+    """ln p of each gram's last word given the words before it, by backing off through the
+    tables already read (a gram not stored: its context's backoff, 0 when the context is not
+    stored either, plus the gram one word shorter)."""
+    base, j = model.base, grams.shape[1]
+    if j == 1:
+        return model.logp[0][grams[:, 0]]
+    keys, ok = trie.from_words(grams, model.keys, base)
+    at, hit = trie.lookup(model.keys[j - 1], keys)
+    hit &= ok
+    out = np.empty(len(grams))
+    out[hit] = model.logp[j - 1][at[hit]]
+    if (~hit).any():
+        rest = grams[~hit]
+        ctx = rest[:, :-1]
+        ctx_keys, ctx_ok = trie.from_words(ctx, model.keys, base)
+        if ctx.shape[1] == 1:
+            ctx_at, ctx_hit = ctx[:, 0], np.ones(len(ctx), bool)
+        else:
+            ctx_at, ctx_hit = trie.lookup(model.keys[j - 2], ctx_keys)
+            ctx_hit &= ctx_ok
+        bow = np.where(ctx_hit, model.logbow[j - 2][np.where(ctx_hit, ctx_at, 0)], 0.0)
+        out[~hit] = bow + _backed_off(model, rest[:, 1:])
+    return out
 
 
 def _numbers(texts: list[str]) -> bool:

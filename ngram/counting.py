@@ -240,10 +240,13 @@ def _chunk_keys(ids, a, b, j, k, base, bos_id, prev_nodes) -> tuple[np.ndarray, 
     return ok, ctx[ok] * base + seg[ok]
 
 
-def _read_nodes(path: Path, a: int, b: int) -> np.ndarray:
-    """Indices ``a .. b-1`` of a node file (int64 per token), -1 before the stream."""
+def _read_nodes(path: Path | np.ndarray, a: int, b: int) -> np.ndarray:
+    """Indices ``a .. b-1`` of a node file (int64 per token) or array, -1 before the stream."""
     out = np.full(b - a, -1, dtype=np.int64)
     lo = max(a, 0)
+    if isinstance(path, np.ndarray):
+        out[lo - a :] = path[lo:b]
+        return out
     with open(path, "rb") as f:
         f.seek(8 * lo)
         out[lo - a :] = np.fromfile(f, dtype=np.int64, count=b - lo)

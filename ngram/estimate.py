@@ -53,9 +53,13 @@ class Estimation:
         max_memory: int | str | None = None,
         prune: list[int] | None = None,
         prune_entropy: float | None = None,
+        dask: str | None = None,
         **params,
     ) -> M:
         """Fit on an id stream whose lines end with ``eos_id`` (seqlm's layout).
+
+        ``dask``: count on a Dask cluster (``local:N`` or a scheduler address; see
+        ``ngram.distributed``); the model is the same, bit for bit.
 
         ``prune``: count thresholds per order, as lmplz's ``--prune``: ``[0, 1, 1]`` drops every
         2- and 3-gram seen once. ``prune_entropy``: Stolcke's threshold (``prune_entropy``).
@@ -85,7 +89,12 @@ class Estimation:
         def bar(chunks: int):
             return progress_bar(f"counting {order}-grams", chunks, "chunk", len(ids))
 
-        raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
+        if dask is not None:
+            from ngram.distributed import count_on_dask
+
+            raw = count_on_dask(ids, order, model.base, eos_id, model.bos_id, dask)
+        else:
+            raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
         if smoothing == "stupid_backoff":
             model.missing_bow = math.log(params["backoff"])
         model._estimate(raw, params, max(1024, budget // ESTIMATE_BYTES_PER_NGRAM), prune)

@@ -296,11 +296,6 @@ MARKERS = "-99\t<s>\n-1\t</s>\n"
         ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\t<s>\n-1\ta\n\\end\\\n", "m.arpa: .* no </s>"),
         ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\t</s>\n-1\ta\n\\end\\\n", "m.arpa: .* no <s>"),
         (
-            f"\\data\\\nngram 1=3\nngram 2=1\nngram 3=1\n\n\\1-grams:\n{MARKERS}-1\ta\n\n"
-            "\\2-grams:\n-1\t<s> a\n\n\\3-grams:\n-1\ta a </s>\n\\end\\\n",
-            "m.arpa:15: the 3-gram 'a a </s>' has no 2-gram 'a a'",
-        ),
-        (
             f"\\data\\\nngram 1=4\n\n\\1-grams:\n{MARKERS}-1\ta\n-2\ta\n\\end\\\n",
             "m.arpa: a 1-gram is listed twice",
         ),
