@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ngram import keys as trie
+from ngram.arpa_text import Vocabulary, ngram_lines
 from ngram.errors import NgramError
 from ngram.estimate import progress_bar
 from ngram.files import written
@@ -32,14 +33,6 @@ from ngram.model import NgramLM
 WRITE_BLOCK = 1 << 16  # n-grams formatted at once
 
 LN10 = math.log(10)
-
-
-def _fmt(values: np.ndarray) -> list[str]:
-    """log10 values as ARPA writes them: 7 significant digits, ``-99`` for log10 0."""
-    out = list(map("{:.7g}".format, values.tolist()))
-    for i in np.flatnonzero(np.isneginf(values)):
-        out[i] = "-99"
-    return out
 
 
 def write_arpa(model: NgramLM, path: str | Path) -> None:
@@ -52,39 +45,35 @@ def write_arpa(model: NgramLM, path: str | Path) -> None:
         )
     names = [*model.itos, BOS]
     names[model.unk_id], names[model.eos_id] = UNK, EOS  # seqlm's <eos> is ARPA's </s>
-    names = np.asarray(names, dtype=object)
+    vocab = Vocabulary(names)
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     total = sum(len(k) for k in model.keys)
     bar = progress_bar(f"writing {path.name}", total, "n-gram", total)
-    with written(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
-        f.write("\\data\\\n")
+    with written(path) as tmp, opener(tmp, "wb") as f:
+        f.write(b"\\data\\\n")
         for k, keys in enumerate(model.keys, 1):
-            f.write(f"ngram {k}={len(keys)}\n")
+            f.write(f"ngram {k}={len(keys)}\n".encode())
         for k in range(1, model.order + 1):
-            f.write(f"\n\\{k}-grams:\n")
+            f.write(f"\n\\{k}-grams:\n".encode())
             keys = model.keys[k - 1]
             for a in range(0, len(keys), WRITE_BLOCK):
-                f.write(_arpa_lines(model, k, keys[a : a + WRITE_BLOCK], a, names))
+                f.write(_arpa_lines(model, k, keys[a : a + WRITE_BLOCK], a, vocab))
                 if bar is not None:
                     bar.update(min(WRITE_BLOCK, len(keys) - a))
-        f.write("\n\\end\\\n")
+        f.write(b"\n\\end\\\n")
     if bar is not None:
         bar.close()
 
 
-def _arpa_lines(model: NgramLM, k: int, keys: np.ndarray, at: int, names: np.ndarray) -> str:
-    """A block of ``\\k-grams:`` lines, formatted with C-level maps (a Python expression per
-    line would be most of the writing); a backoff weight of 1 (log 0) is left out."""
-    words = names[trie.words_of(model.keys, k, model.base, keys)]
-    text = words[:, 0].tolist() if k == 1 else list(map(" ".join, words.tolist()))
-    logp = _fmt(model.logp[k - 1][at : at + len(keys)] / LN10)
+def _arpa_lines(model: NgramLM, k: int, keys: np.ndarray, at: int, vocab: Vocabulary) -> bytes:
+    """A block of ``\\k-grams:`` lines (``ngram.arpa_text``); a backoff weight of 1 (log 0)
+    is left out."""
+    words = trie.words_of(model.keys, k, model.base, keys)
+    logp = model.logp[k - 1][at : at + len(keys)] / LN10
     if k == model.order:
-        return "".join(map("{}\t{}\n".format, logp, text))
-    bow_values = model.logbow[k - 1][at : at + len(keys)] / LN10
-    bow = np.asarray(_fmt(bow_values), dtype=object)
-    bow[bow_values == 0] = ""
-    return "".join(map("{}\t{}\t{}\n".format, logp, text, bow.tolist())).replace("\t\n", "\n")
+        return ngram_lines(vocab, words, logp)
+    return ngram_lines(vocab, words, logp, model.logbow[k - 1][at : at + len(keys)] / LN10)
 
 
 def read_arpa(path: str | Path) -> NgramLM:
