@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ngram import keys as trie
-from ngram.arpa_text import Vocabulary, ngram_lines
+from ngram.arpa_text import Vocabulary, WordIndex, ngram_lines, parse_block
 from ngram.errors import NgramError
 from ngram.estimate import progress_bar
 from ngram.files import written
@@ -183,13 +183,14 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
         if k == 1:
             words, logp, bow = _section(lines, 1, size)
             model = _vocabulary(lines, words, len(sizes))
+            model._word_index = WordIndex([*model.itos, BOS])  # ids by position
             keys = np.asarray([model.stoi[w] for w in words], dtype=np.int64)
             del words
         else:
             (keys, added), logp, bow = _section(lines, k, size, model)
             if added:
                 model.info["added_contexts"] = model.info.get("added_contexts", 0) + added
-        order_idx = np.argsort(keys, kind="stable")  # files list n-grams in any order
+        order_idx = np.argsort(keys)  # files list n-grams in any order (keys are distinct)
         keys = keys[order_idx]  # one array at a time: each old one is freed at once
         logp = logp[order_idx]
         bow = bow[order_idx]
@@ -214,6 +215,7 @@ def _parse(path: Path, lines: _Lines) -> NgramLM:
     if line is None or line.strip() != "\\end\\":
         raise lines.bad("missing \\end\\ (file truncated?)")
     model._stoi.pop(BOS)  # the vocabulary proper; <s> is context only, found by its id
+    del model._word_index
     added = model.info.get("added_contexts", 0)
     if added:
         print(
@@ -258,7 +260,13 @@ def _section(lines: _Lines, k: int, size: int, model: NgramLM | None = None):
 
 def _fast_block(block: list[str], k: int, model: NgramLM | None):
     """(log10 p, backoff, words or (n, k) ids) of a block laid out as KenLM and SRILM write
-    it, or None for anything else, left to ``_checked_block`` (which names what is wrong)."""
+    it, or None for anything else, left to ``_checked_block`` (which names what is wrong).
+    Longer n-grams are parsed by numpy as bytes (``arpa_text.parse_block``)."""
+    index = getattr(model, "_word_index", None)
+    if k > 1 and index is not None and index.ok:
+        got = parse_block("\n".join(block), k, index)
+        if got is not None and np.isfinite(got[0]).all() and np.isfinite(got[1]).all():
+            return got
     fields = _tab_separated(block, k)
     if fields is None:
         return None

@@ -48,17 +48,26 @@ def count_on_dask(
     bos_id: int,
     address: str,
     cuts: list[int] | None = None,
+    report: dict | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``counting.count_ngrams``'s result, counted on the Dask cluster at ``address``
     (``local:N``: a local cluster of N worker processes; else a scheduler's address, e.g.
     ``tcp://host:8786``). ``cuts``: where the shards start (line starts; default: equal shards,
-    at least two a worker)."""
+    at least two a worker). ``report``: a dict that gets the workers, the shards, the bytes
+    the map sent to the reduce and the reduce to the index tasks, and each worker's peak
+    resident memory."""
     client, cluster = connect(address)
     try:
         workers = max(1, len(client.scheduler_info()["workers"]))
         with spill_folder() as tmp:
             paths = _write_shards(ids, eos_id, Path(tmp), cuts or _cuts(ids, eos_id, workers))
-            return _count(client, paths, order, base, eos_id, bos_id)
+            stats = {"workers": workers, "shards": len(paths), "map_bytes": 0, "table_bytes": 0}
+            out = _count(client, paths, order, base, eos_id, bos_id, stats)
+            peaks = client.run(_peak_rss)
+            stats["worker_peak_mb"] = sorted(round(v / 2**20) for v in peaks.values())
+            if report is not None:
+                report.update(stats)
+            return out
     except NgramError:
         raise
     except Exception as e:  # KilledWorker, a lost scheduler, a worker that cannot read the files
@@ -135,7 +144,7 @@ def _write_shards(ids: np.ndarray, eos_id: int, folder: Path, cuts: list[int]) -
     return paths
 
 
-def _count(client, paths, order, base, eos_id, bos_id):
+def _count(client, paths, order, base, eos_id, bos_id, stats):
     unigrams = client.submit(_sum, [client.submit(_unigrams, p, base) for p in paths]).result()
     unigrams[bos_id] = unigrams[eos_id]  # one <s> a line: a context, which ARPA lists
     first = np.flatnonzero(unigrams)
@@ -147,6 +156,7 @@ def _count(client, paths, order, base, eos_id, bos_id):
             client.submit(_shard_counts, p, nd, k, base, eos_id, bos_id)
             for p, nd in zip(paths, nodes)
         ]
+        stats["map_bytes"] += sum(client.gather([client.submit(_nbytes, p) for p in parts]))
         while len(parts) > 1:  # a tree of pairwise merges
             pairs = zip(parts[0::2], parts[1::2])
             merged = [client.submit(_merge, a, b) for a, b in pairs]
@@ -154,6 +164,8 @@ def _count(client, paths, order, base, eos_id, bos_id):
         table = parts[0]
         out.append(table.result())
         if k < order:
+            # to the index tasks: once to each worker that holds shards (Dask keeps it there)
+            stats["table_bytes"] += out[-1][0].nbytes * min(len(paths), stats["workers"])
             nodes = [
                 client.submit(_shard_nodes, p, nd, k, base, eos_id, bos_id, table)
                 for p, nd in zip(paths, nodes)
@@ -165,6 +177,17 @@ def _count(client, paths, order, base, eos_id, bos_id):
 # -- the tasks (module functions: workers import them by name) -------------------------------
 def _line_index(ids: np.ndarray, eos_id: int) -> np.ndarray:
     return next(line_positions(ids, eos_id, len(ids)))[2]
+
+
+def _nbytes(part) -> int:
+    return part[0].nbytes + part[1].nbytes
+
+
+def _peak_rss() -> int:
+    """This worker's peak resident memory, bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _unigrams(path: str, base: int) -> np.ndarray:

@@ -4,7 +4,7 @@ a config node becomes an object, the constructors, and ``train`` before the data
 two of them can disagree about a value, since none holds a rule of its own.
 
 - **Which options a target takes, and their types**: ``parameters(target)``. A class with an
-  ``Options`` dataclass (the networks: ``seqlm.models.options``) is described by its fields;
+  ``Options`` dataclass (the networks: ``seqlm.options``) is described by its fields;
   anything else (an optimizer, Lightning's Trainer, a corpus) by its signature's annotations.
 - **Values**: ``type_problem`` (the annotation's types), then the ``Options`` dataclass's own
   ``check`` (ranges, choices, options that must agree), run by ``Options.of``.

@@ -106,48 +106,37 @@ def check(command: str, args: list[str]) -> None:
                 touched.add(key.partition(".")[0])
             if arg.startswith("+"):
                 _check_added(key, cfg, base)
-            elif key.startswith(TYPED):
-                _check_unnamed(key, cfg, base)
-    from seqlm.build import check_node
-
-    for top in sorted(touched):
-        for key, node in _target_nodes(cfg[top], top):
-            check_node(key, node)
-
-
-def _target_nodes(node, key: str):
-    """``(key, node)`` of every node with a ``_target_`` at or under ``node``
-    (``optim.optimizer``, ``optim.scheduler``)."""
-    from omegaconf import DictConfig
-
-    if not isinstance(node, DictConfig):
-        return
-    if "_target_" in node:
-        yield key, node
-        return
-    for k, child in node.items():
-        yield from _target_nodes(child, f"{key}.{k}")
-
-
-def _check_unnamed(key: str, cfg, base) -> None:
-    """An option that its target does not name (a corpus's, passed on through ``**options``)
-    has no annotation to check: its value must be of the preset default's type."""
-    from hydra.utils import get_object
+            elif key.startswith(TYPED) and not _network(cfg, key):
+                _check_default_type(key, cfg, base)
     from omegaconf import OmegaConf
 
-    from seqlm.validation import parameters, type_problem
+    from seqlm.options import OPTIONS_OF
 
-    parent, _, name = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent, throw_on_missing=False)
-    target = node.get("_target_") if node is not None and hasattr(node, "get") else None
-    try:
-        if target is None or name in parameters(get_object(str(target))):
-            return
-    except Exception:
-        return
+    for top in sorted(touched):
+        if _network(cfg, top):  # every rule of a network's options (no torch imported)
+            OPTIONS_OF[cfg[top]["_target_"]].of(OmegaConf.to_container(cfg[top], resolve=True))
+
+
+def _network(cfg, key: str) -> bool:
+    """Whether ``key`` is (in) a network's config, whose options ``seqlm.options``
+    checks; the other targets' annotations are checked when they are built (importing them
+    here would cost the command line torch's and Lightning's start-up)."""
+    from seqlm.options import OPTIONS_OF
+
+    node = cfg.get(key.partition(".")[0])
+    return node is not None and hasattr(node, "get") and node.get("_target_") in OPTIONS_OF
+
+
+def _check_default_type(key: str, cfg, base) -> None:
+    """A number or a boolean where the preset has one: the value must be of its type (``null``
+    is always allowed, and a ``null`` default takes anything). The target's own annotations
+    are checked again when it is built (``seqlm.build``), where it is imported anyway."""
+    from omegaconf import OmegaConf
+
+    from seqlm.validation import type_problem
+
     default = OmegaConf.select(base(), key, throw_on_missing=False)
     value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    # numbers and booleans only; null is always allowed, and a null default takes anything
     plain = type(default) in (bool, int, float) and value is not None
     problem = type_problem(type(default), value) if plain else None
     if problem:

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from seqlm.data.batching import IGNORE
-from seqlm.models.options import CellOptions
 from seqlm.models.output import AdaptiveSoftmax, LanguageModel
 from seqlm.models.recurrent import make_rnn, run_rnn
+from seqlm.options import CellOptions
 
 
 def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class ClozeLM(LanguageModel):
 
     layout = "sentences"
 
-    Options = CellOptions  # every option's type and rule (``seqlm.models.options``)
+    Options = CellOptions  # every option's type and rule (``seqlm.options``)
 
     def __init__(self, vocab_size: int, **options):
         """One keyword per key of ``conf/model/birnn.yaml``, checked by ``CellOptions``."""

@@ -20,7 +20,6 @@ from torch.func import functional_call
 
 from seqlm.compat import flat_weight_names, tree_map
 from seqlm.models.cells import CELL_CLASSES
-from seqlm.models.options import RecurrentOptions
 from seqlm.models.output import AdaptiveSoftmax, LanguageModel
 from seqlm.models.regularisers import (
     LockedDropout,
@@ -29,6 +28,7 @@ from seqlm.models.regularisers import (
     dropout_mask,
     embedding_dropout,
 )
+from seqlm.options import RecurrentOptions
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU, **CELL_CLASSES}
 PAIRED = ("lstm", *(n for n, c in CELL_CLASSES.items() if c.paired))  # state (h, c)
@@ -213,7 +213,7 @@ class RecurrentLM(LanguageModel):
 
     layout = "stream"
 
-    Options = RecurrentOptions  # every option's type and rule (``seqlm.models.options``)
+    Options = RecurrentOptions  # every option's type and rule (``seqlm.options``)
 
     def __init__(self, vocab_size: int, **options):
         """One keyword per key of ``conf/model/rnn.yaml`` (Hydra builds it from the config),

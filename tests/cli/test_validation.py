@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from seqlm.build import build, check_node
 from seqlm.cli.overrides import checked
 from seqlm.errors import SeqlmError
-from seqlm.models.options import CellOptions, RecurrentOptions
+from seqlm.options import CellOptions, RecurrentOptions
 from seqlm.validation import type_problem
 
 BAD = [
@@ -98,3 +98,21 @@ def test_options_name_every_key_of_their_presets_and_nothing_else():
 )
 def test_one_type_rule(annotation, value, problem):
     assert type_problem(annotation, value) == problem
+
+
+def test_the_cell_names_are_the_cells_and_a_refusal_imports_no_torch():
+    import subprocess
+    import sys
+
+    from seqlm.models.recurrent import CELLS
+    from seqlm.options import CELL_NAMES, OPTIONS_OF
+
+    assert tuple(CELLS) == CELL_NAMES
+    assert set(OPTIONS_OF) == {"seqlm.models.RecurrentLM", "seqlm.models.ClozeLM"}
+    code = (
+        "import sys\nfrom seqlm.cli.overrides import checked\n"
+        "try:\n    checked('train', ['model.num_layers=0'])\nexcept Exception as e:\n"
+        "    print(e)\nprint('torch' in sys.modules, 'pytorch_lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.splitlines() == ["model.num_layers=0 must be >= 1", "False False"]

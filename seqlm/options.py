@@ -2,17 +2,19 @@
 ``conf/model/rnn.yaml`` (``RecurrentOptions``) and ``conf/model/birnn.yaml`` (``CellOptions``),
 every rule in ``check``. The constructors build one (``RecurrentLM(V, **options)``), ``train``
 builds one before reading any data, the command line builds one before Hydra makes a run
-directory: the same rules, run from one place (``seqlm.validation``)."""
+directory: the same rules, run from one place (``seqlm.validation``). Nothing here imports
+torch: the command line refuses a bad value in a tenth of a second."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from seqlm.errors import SeqlmError
-from seqlm.models.cells import CELL_CLASSES
 from seqlm.validation import Options
 
-CELL_NAMES = ("rnn", "lstm", "gru", *CELL_CLASSES)
+# torch's cells and seqlm.models.cells' (tests check the list against them): named here, so that
+# the command line checks a network's options without importing torch
+CELL_NAMES = ("rnn", "lstm", "gru", "mogrifier", "mingru", "minlstm")
 NO_HIDDEN_MATRIX = ("mingru", "minlstm")  # gates that read x_t only: no W_hh to weight-drop
 NONLINEARITIES = ("tanh", "relu")
 SOFTMAXES = ("full", "adaptive")
@@ -157,3 +159,7 @@ class RecurrentOptions(CellOptions):
     def one_module(self) -> bool:
         """Whether the layers can be one multi-layer module (one fused kernel call)."""
         return self.hidden_sizes is None and self.dropouth == 0 and self.wdrop == 0
+
+
+# the networks' config targets and their options, for a check that imports neither
+OPTIONS_OF = {"seqlm.models.RecurrentLM": RecurrentOptions, "seqlm.models.ClozeLM": CellOptions}
