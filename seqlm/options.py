@@ -161,5 +161,8 @@ class RecurrentOptions(CellOptions):
         return self.hidden_sizes is None and self.dropouth == 0 and self.wdrop == 0
 
 
+# the options of regularisers and dropout: for networks alone (an n-gram refuses them)
+REGULARISERS = (*RecurrentOptions.DROPOUTS, "alpha", "beta")
+
 # the networks' config targets and their options, for a check that imports neither
 OPTIONS_OF = {"seqlm.models.RecurrentLM": RecurrentOptions, "seqlm.models.ClozeLM": CellOptions}

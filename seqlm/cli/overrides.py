@@ -253,15 +253,15 @@ def check_network_options(args: list[str]) -> None:
     models = [a.partition("=")[2] for a in args if a.startswith("model=")]
     if not models or (target := preset_target("model", models[-1])) is None:
         return
+    from seqlm.options import REGULARISERS
     from seqlm.scorers import family_of
 
     if family_of({"_target_": target}) != "ngram":
         return
-    from seqlm.models.regularisers import OPTIONS
 
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
-        asked = key.startswith("model.") and key.removeprefix("model.") in OPTIONS
+        asked = key.startswith("model.") and key.removeprefix("model.") in REGULARISERS
         asked |= (key == "optim" and value == "nt_asgd") or key.startswith("optim.nonmono")
         if asked:
             raise SeqlmError(

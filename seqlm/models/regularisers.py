@@ -26,10 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# RecurrentLM's options that regularise training (AWD-LSTM's, and the plain dropouts)
-OPTIONS = ("dropoute", "dropouti", "dropouth", "dropout", "wdrop", "alpha", "beta")
-OPTIONS += ("emb_dropout", "layer_dropout", "out_dropout")
-
 
 def dropout_mask(like: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
     """Bernoulli(1 - p) entries scaled by ``1 / (1 - p)``, so that the expectation is 1."""

@@ -11,9 +11,7 @@ W&B run and exits with 130 (SIGINT) or 143 (SIGTERM). A second Ctrl-C stops at o
 that launched it) says so in one line and exits at once, before its collective fails or the
 communication library aborts it.
 
-``RunLock``: a run directory in use holds ``.lock`` with the owner's pid; a second ``train``
-into it, or a ``resume=`` of a live run, is refused, and a lock whose process is gone is taken
-over with a note.
+One training per run directory: ``seqlm.runs.lock``.
 """
 
 from __future__ import annotations
@@ -27,9 +25,6 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-from seqlm.errors import SeqlmError
-from seqlm.files import alive, reason
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -129,43 +124,3 @@ def rank_stopped(who: str, trainer, how: str, run_dir: Path) -> str:
         f"{who} of the {trainer.world_size}-process run stopped ({how}) at step "
         f"{trainer.global_step}; resume={run_dir} continues from its last checkpoint"
     )
-
-
-class RunLock:
-    """``with RunLock(run_dir):`` holds ``run_dir/.lock`` (the pid) for the run's length."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and alive(owner) and owner != os.getpid():
-                    raise SeqlmError(
-                        f"{self.path.parent}: in use by a running seqlm (pid {owner}); wait for "
-                        f"it, or stop it first (its lock: {self.path})"
-                    ) from None
-                print(f"seqlm: taking over the lock of a run that is gone ({self.path})")
-                self.path.unlink(missing_ok=True)
-                continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(f"{os.getpid()}\n")
-            except OSError as e:  # a full disk: no lock left behind, one line
-                self.path.unlink(missing_ok=True)
-                raise SeqlmError(f"{self.path}: cannot write it ({reason(e)})") from None
-            return self
-
-    def _owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None  # half-written by a process killed between create and write: stale
-
-    def __exit__(self, *exc) -> None:
-        if self._owner() == os.getpid():
-            self.path.unlink(missing_ok=True)

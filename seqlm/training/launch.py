@@ -44,6 +44,19 @@ def external_rank() -> int | None:
     return None
 
 
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def global_rank() -> int:
+    """This process's rank before any Trainer exists, read where Lightning reads it
+    (``rank_zero_only.rank``: the first of ``RANK_VARIABLES`` set, else 0), without importing
+    Lightning."""
+    for name in RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
 def worker_run_dir(args: list[str]) -> list[str]:
     """Hydra overrides that give a process other than rank 0, started by torchrun or srun, a
     folder of its own under the temporary directory instead of a run directory of its own in
