@@ -100,7 +100,7 @@ def connect(address: str):
         )
         return Client(cluster), cluster
     try:
-        return Client(address, timeout="10s"), None
+        return Client(address, timeout="3s"), None
     except (OSError, TimeoutError) as e:
         raise NgramError(f"--dask {address}: cannot reach the scheduler ({e})") from None
 
