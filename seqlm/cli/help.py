@@ -24,6 +24,7 @@ PURPOSE = {
     "compare": "runs side by side: a table and plots, from their local files",
     "gradients": "gradients through time, g_k = ||dl_t/ds_{t-k}||, of runs or fresh networks",
     "mix": "interpolate runs, the weights found by EM on validation",
+    "export": "a network as ONNX files that sherpa-onnx loads (icefall's rnn_lm contract)",
 }
 EXAMPLES = {
     "train": [
@@ -45,6 +46,7 @@ EXAMPLES = {
     "compare": ["python -m seqlm compare RUN_DIR RUN_DIR out=cmp"],
     "gradients": ["python -m seqlm gradients RUN_DIR RUN_DIR lags=60"],
     "mix": ["python -m seqlm mix RUN_A RUN_B data=ptb"],
+    "export": ["python -m seqlm export ckpt=RUN_DIR format=onnx out=onnx/ quantize=int8"],
 }
 
 

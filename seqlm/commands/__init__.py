@@ -11,5 +11,6 @@ COMMANDS = (
     "compare",
     "gradients",
     "mix",
+    "export",
 )
 POSITIONAL = ("compare", "gradients", "mix")  # commands whose run directories come as arguments
