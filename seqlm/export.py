@@ -246,11 +246,17 @@ def _quantized(files: dict[str, Path]) -> dict[str, Path]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise SeqlmError("quantize=int8 needs onnxruntime: pip install 'seqlm[export]'") from None
+    import logging
+
     out = {}
-    for kind, path in files.items():
-        target = path.with_suffix(".int8.onnx")
-        quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
-        out[f"{kind}.int8"] = target
+    logging.disable(logging.WARNING)  # its advice to pre-process, printed for every file
+    try:
+        for kind, path in files.items():
+            target = path.with_suffix(".int8.onnx")
+            quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8)
+            out[f"{kind}.int8"] = target
+    finally:
+        logging.disable(logging.NOTSET)
     return out
 
 

@@ -1,0 +1,128 @@
+"""One decoder step of a 2x650 LSTM (PTB's 10k vocabulary): onnxruntime on the exported
+with-state file (float32 and int8) against the torch step API, batch 1 and 16, one thread
+each; the files' sizes; and the exported log-probabilities against the step API over PTB test,
+token by token, states carried over each whole sentence.
+
+    python benchmarks/onnx_step.py [--ptb ../shared/data/ptb] [--steps 2000] [--lines 400]
+
+The weights are random (the sizes are what matters for speed; the equality holds for any
+weights). Needs ``seqlm[export]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqlm.data.vocab import Vocab
+from seqlm.export import export_onnx, session
+
+HERE = Path(__file__).resolve().parent
+
+
+class Scorer:
+    """What ``export_onnx`` reads of a loaded run: the network and its vocabulary."""
+
+    family = "network"
+
+    def __init__(self, net, vocab):
+        self.net, self.vocab = net, vocab
+
+
+def timed(fn, steps: int) -> float:
+    """Median microseconds of ``fn()`` over ``steps`` calls, in 5 rounds."""
+    rounds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(steps // 5):
+            fn()
+        rounds.append((time.perf_counter() - start) / (steps // 5) * 1e6)
+    return statistics.median(rounds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ptb", type=Path, default=HERE.parent.parent / "shared" / "data" / "ptb")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--lines", type=int, default=400, help="PTB test sentences compared")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from omegaconf import OmegaConf
+
+    from seqlm.conf import CONF_DIR
+    from seqlm.models import RecurrentLM
+
+    with gzip.open(args.ptb / "ptb.train.txt.gz", "rt") as f:
+        words = sorted({w for line in f for w in line.split()} - {"<unk>"})
+    vocab = Vocab(["<unk>", "<eos>", *words])
+    options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "rnn.yaml"))
+    options.pop("_target_")
+    options.update(cell="lstm", emb_size=650, hidden_size=650, num_layers=2)
+    torch.manual_seed(0)
+    net = RecurrentLM(len(vocab), **options).eval()
+    out = Path(tempfile.mkdtemp(prefix="onnx-step-"))
+    facts = export_onnx(Scorer(net, vocab), out, quantize="int8")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        "one thread; 2x650 LSTM, V = 10,000"
+    )
+    for kind, size in facts["bytes"].items():
+        print(f"file {kind}: {size / 2**20:.1f} MiB")
+    print("| batch | torch step (us) | onnxruntime float32 (us) | onnxruntime int8 (us) |")
+    print("| --- | ---: | ---: | ---: |")
+    for batch in (1, 16):
+        x = torch.full((batch, 1), 5, dtype=torch.long)
+        with torch.no_grad():
+            hidden, state = net.features(x, None)
+
+            def torch_step(x=x, state=state):
+                h, _ = net.features(x, state)
+                net.log_probs(h[:, -1], torch.float32)
+
+            t_torch = timed(torch_step, args.steps)
+        feeds = {
+            "x": x.numpy(),
+            "h0": np.zeros((2, batch, 650), np.float32),
+            "c0": np.zeros((2, batch, 650), np.float32),
+        }
+        times = []
+        for kind in ("with-state", "with-state.int8"):
+            s = session(facts["files"][kind])
+            times.append(timed(lambda s=s, feeds=feeds: s.run(None, feeds), args.steps))
+        print(f"| {batch} | {t_torch:.0f} | {times[0]:.0f} | {times[1]:.0f} |")
+
+    s = session(facts["files"]["with-state"])
+    with gzip.open(args.ptb / "ptb.test.txt.gz", "rt") as f:
+        lines = [vocab.encode(line.split()) for line in f][: args.lines]
+    worst, tokens = 0.0, 0
+    for ids in lines:
+        h = np.zeros((2, 1, 650), np.float32)
+        c = np.zeros((2, 1, 650), np.float32)
+        token, ours = Vocab.eos_id, []
+        for nxt in [*ids, Vocab.eos_id]:
+            lp, h, c = s.run(None, {"x": np.array([[token]]), "h0": h, "c0": c})
+            ours.append(lp[0, nxt])
+            token = nxt
+        with torch.no_grad():
+            seq = torch.tensor([[Vocab.eos_id, *ids]])
+            hidden, _ = net.features(seq, None)
+            ref = net.log_probs(hidden[0], torch.float64)
+            ref = ref[torch.arange(len(ids) + 1), torch.tensor([*ids, Vocab.eos_id])].numpy()
+        worst = max(worst, float(np.abs(np.array(ours) - ref).max()))
+        tokens += len(ids) + 1
+    print(
+        f"PTB test, {len(lines)} sentences, {tokens} tokens: largest |difference| of a "
+        f"token's log-probability, with-state file vs the network in float64: {worst:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
