@@ -119,13 +119,26 @@ def seqlm(
 ) -> subprocess.CompletedProcess:
     """``python -m seqlm ARGS`` in a subprocess, as a user runs it. ``env`` replaces the
     environment (default: this one); tests/helpers is importable, for ``+callbacks``."""
+    return python_m("seqlm", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def python_m(
+    module: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in a subprocess (``seqlm``, ``ngram``), ``stdin`` its input."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join([str(HELPERS), env.get("PYTHONPATH", "")])
     env["PYTHONWARNINGS"] = "ignore"
     return subprocess.run(
-        [sys.executable, "-m", "seqlm", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
