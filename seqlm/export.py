@@ -12,9 +12,10 @@ contract of icefall's ``rnn_lm/export-onnx.py``, which sherpa-onnx reads (``onli
   ``nll`` (N,), the negative log-likelihood of each sentence, ``</s>`` included.
 
 Cells: ``lstm``; ``gru`` and ``rnn`` with a ``c0`` that passes through unchanged (metadata
-``c0=unused``). The Mogrifier and the minimal cells, and AWD-LSTM's layers of unequal sizes
-(``hidden_sizes``), are refused in one line: their states are not one (num_layers, N, hidden)
-pair, and padding them is not done yet.
+``c0=unused``). Refused in one line: the Mogrifier and minimal cells (their recurrence is a
+Python loop over the tokens, which the exporter would fix to the example's length) and
+AWD-LSTM's layers run one by one (``hidden_sizes``, ``dropouth``, ``wdrop``: their states are not
+one (num_layers, N, hidden) tensor per kind; padding them is not done yet).
 
 ``tokens``: a recogniser's token table (``symbol id`` per line, as sherpa-onnx's tokens.txt):
 its ids are mapped to the LM's vocabulary inside the graph (a constant gather on the input, one
@@ -35,7 +36,6 @@ from torch import nn
 from seqlm.data.vocab import UNK, Vocab
 from seqlm.errors import SeqlmError
 
-EXPORTABLE = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 BOUNDARY = ("<sos/eos>", "</s>", "<eos>", "<s>", "<sos>")  # a recogniser's sentence marks
 OPSET = 17
 
@@ -44,16 +44,22 @@ def exportable(net) -> None:
     """Refuse in one line a network these files cannot hold exactly."""
     if getattr(net, "layout", "stream") != "stream":
         raise SeqlmError("export: a fill-in-the-blank (birnn) model has no left-to-right steps")
-    if net.cell not in EXPORTABLE or not isinstance(net.rnn, EXPORTABLE[net.cell]):
-        why = (
-            "layers of unequal sizes or weight drop (hidden_sizes, dropouth, wdrop)"
-            if net.cell in EXPORTABLE
-            else f"model.cell={net.cell}"
-        )
+    if type(net.rnn).__name__ == "LayerStack":
         raise SeqlmError(
-            f"export: {why} is not exportable yet: the state must be one (num_layers, N, "
-            f"hidden) tensor per kind; lstm, gru and rnn in one module are"
+            "export: AWD-LSTM's layers one by one (hidden_sizes, dropouth or wdrop) are not "
+            "exportable yet: their states are not one (num_layers, N, hidden) tensor per kind"
         )
+    if not isinstance(net.rnn, nn.RNNBase):
+        raise SeqlmError(
+            f"export: model.cell={net.cell} is not exportable yet: its recurrence is a Python "
+            "loop over the tokens, which the exporter would fix to one length (lstm, gru and "
+            "rnn are torch's own modules, exported for any length)"
+        )
+
+
+def paired(net) -> bool:
+    """Whether the state is an (h, c) pair: the LSTM and the Mogrifier LSTM."""
+    return isinstance(net.rnn, nn.LSTM) or getattr(net.rnn, "paired", False)
 
 
 class WithState(nn.Module):
@@ -61,7 +67,7 @@ class WithState(nn.Module):
 
     def __init__(self, net, to_lm: torch.Tensor, from_lm: torch.Tensor):
         super().__init__()
-        self.net, self.paired = net, net.cell == "lstm"
+        self.net, self.paired = net, paired(net)
         self.register_buffer("to_lm", to_lm)
         self.register_buffer("from_lm", from_lm)
 
@@ -155,7 +161,7 @@ def metadata(net, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
         "hidden_size": str(rnn.hidden_size),
         "embedding_dim": str(net.embedding.embedding_dim),
         "seqlm_cell": net.cell,
-        "c0": "state" if net.cell == "lstm" else "unused: passed through unchanged",
+        "c0": "state" if paired(net) else "unused: passed through unchanged",
     }
     out.update({k: str(v) for k, v in extra.items()})
     return out

@@ -33,8 +33,15 @@ def runs(tmp_path_factory):
     optional("onnx")
     optional("onnxruntime")
     base = tmp_path_factory.mktemp("export-runs")
-    for cell, extra in {"lstm": ["model.num_layers=2"], "gru": [], "mingru": []}.items():
-        cfg = make_config("train", [f"model={cell}", *SMALL_AGREEMENT, *TINY_TRAIN, *extra])
+    cells = {
+        "lstm": ["model.num_layers=2"],
+        "gru": [],
+        "mingru": [],
+        "awd": ["model.num_layers=2", "model.hidden_sizes=[12,16]"],
+    }
+    for cell, extra in cells.items():
+        model = "lstm" if cell == "awd" else cell
+        cfg = make_config("train", [f"model={model}", *SMALL_AGREEMENT, *TINY_TRAIN, *extra])
         train(cfg, run_dir=base / cell)
     return base
 
@@ -161,6 +168,7 @@ def test_the_command_and_its_refusals(runs, tmp_path):
     )
     assert (tmp_path / "o" / "tokens.txt").read_text().splitlines()[1] == "<eos> 1"
     for args, message in (
+        ([f"ckpt={runs / 'awd'}", "out=x"], "AWD-LSTM's layers one by one"),
         ([f"ckpt={runs / 'mingru'}", "out=x"], "model.cell=mingru is not exportable yet"),
         ([f"ckpt={runs / 'lstm'}", "out=x", "format=tflite"], "format='tflite' is not one of"),
         ([f"ckpt={runs / 'lstm'}", "out=x", "quantize=int4"], "quantize='int4': only int8"),
@@ -175,6 +183,7 @@ def test_the_command_and_its_refusals(runs, tmp_path):
 def test_refusals_name_what_cannot_be_exported(runs):
     from seqlm.export import exportable
 
-    scorer = load_scorer(runs / "mingru", device="cpu")
-    with pytest.raises(SeqlmError, match="model.cell=mingru is not exportable yet"):
-        exportable(scorer.net)
+    for name, message in (("awd", "layers one by one"), ("mingru", "a Python loop")):
+        scorer = load_scorer(runs / name, device="cpu")
+        with pytest.raises(SeqlmError, match=message):
+            exportable(scorer.net)
