@@ -1,7 +1,7 @@
-"""One place for the rules an option's value must follow. Everything that checks an option
-calls in here: the command line before anything runs (``seqlm.cli.overrides``), ``build`` when
-a config node becomes an object, the constructors, and ``train`` before the data is read. No
-two of them can disagree about a value, since none holds a rule of its own.
+"""One place for the rules an option's value must follow. What checks an option calls in here:
+``build`` when a config node becomes an object, the constructors, ``train`` before the data is
+read, and the command line before anything runs (``seqlm.cli.overrides``), so that a network's
+option is refused by the same rule, in the same words, wherever it is first seen.
 
 - **Which options a target takes, and their types**: ``parameters(target)``. A class with an
   ``Options`` dataclass (the networks: ``seqlm.options``) is described by its fields;
@@ -9,8 +9,12 @@ two of them can disagree about a value, since none holds a rule of its own.
 - **Values**: ``type_problem`` (the annotation's types), then the ``Options`` dataclass's own
   ``check`` (ranges, choices, options that must agree), run by ``Options.of``.
 
-Only ``typing`` and the standard library: the command line's help and the n-gram tool import
-nothing heavier through here.
+The command line does not import an optimizer's or the Trainer's module to read their
+annotations (torch's and Lightning's start-up); there a number or boolean must be of the
+preset default's type, and ``build`` applies the annotations when it makes them.
+
+Only ``typing`` and the standard library: the command line's checks import nothing heavier
+through here.
 """
 
 from __future__ import annotations
