@@ -222,6 +222,7 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
         files.update(_quantized(files))
     facts.update(
         {
+            "config": scorer.config,  # the run's: its data and tokenizer, for seqlm.load
             "files": {k: str(p) for k, p in files.items()},
             "bytes": {k: p.stat().st_size for k, p in files.items()},
             "metadata": meta,

@@ -188,8 +188,9 @@ def family_of(model_cfg: Any) -> str:
 
 def load_scorer(path: str | Path, arpa_unk: str | None = None, device: str | None = None) -> Scorer:
     """A trained model from a run directory (a network's, an n-gram's or a ``mix`` run's),
-    a network checkpoint (``.ckpt``), an n-gram ``model.npz`` or an ARPA file (``.arpa``,
-    ``.arpa.gz``; ``arpa_unk`` is its word for the data's ``<unk>``). A network runs on
+    a network checkpoint (``.ckpt``), an n-gram ``model.npz``, an ARPA file (``.arpa``,
+    ``.arpa.gz``; ``arpa_unk`` is its word for the data's ``<unk>``) or a ``seqlm export``
+    folder (or its ``.onnx`` file). A network runs on
     ``device`` (``cuda``, ``cuda:1``, ``cpu``; default a GPU when there is one); an n-gram
     on the CPU (numpy)."""
     p = Path(path).expanduser()
@@ -205,6 +206,10 @@ def load_scorer(path: str | Path, arpa_unk: str | None = None, device: str | Non
         from seqlm.scorers.ngram import load_ngram
 
         return load_ngram(p, arpa_unk)
+    if p.suffix == ".onnx" or (p.is_dir() and (p / "with-state.onnx").exists()):
+        from seqlm.scorers.onnx import load_onnx
+
+        return load_onnx(p)  # a seqlm export, through onnxruntime (CPU)
     from seqlm.scorers.network import load_network
 
     return load_network(p, device)

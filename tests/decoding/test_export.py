@@ -187,3 +187,37 @@ def test_refusals_name_what_cannot_be_exported(runs):
         scorer = load_scorer(runs / name, device="cpu")
         with pytest.raises(SeqlmError, match=message):
             exportable(scorer.net)
+
+
+def test_an_export_loads_back_and_eval_score_and_the_step_api_run_on_it(runs, tmp_path):
+    import seqlm
+    from seqlm.commands.export import sentence_ppl, test_lines
+    from seqlm.export import write_facts
+    from seqlm.scorers import on_data
+
+    scorer, facts = _exported(runs, "lstm", tmp_path)
+    write_facts(tmp_path / "lstm", facts)
+    onnx = load_scorer(tmp_path / "lstm")
+    assert onnx.family == "onnx" and onnx.vocab == scorer.vocab
+    lines = [scorer.vocab.encode(t.split()) for t in SENTENCES]
+    assert np.allclose(onnx.sentence_logprobs(lines), scorer.sentence_logprobs(lines), atol=1e-4)
+    data, onnx = on_data(onnx, None)  # the run's own data, from the config export.json keeps
+    ppl = onnx.evaluate(data, ("test",))["test/ppl"]
+    _, ckpt = on_data(scorer, None)
+    expected = sentence_ppl(ckpt, test_lines(data.ids["test"], Vocab.eos_id))
+    assert ppl == pytest.approx(expected, rel=1e-4)
+    step, ref = seqlm.load(tmp_path / "lstm"), scorer.stepper()
+    a, b = step.start(2), ref.start(2)
+    tokens = torch.tensor(scorer.vocab.encode(["the", "cats"]))
+    for _ in range(3):
+        assert torch.allclose(step.next_log_probs(a), ref.next_log_probs(b), atol=1e-4)
+        a, b = step.advance(a, tokens), ref.advance(b, tokens)
+    a = step.select(step.concat([a, step.start(1)]), torch.tensor([2, 0]))
+    b = ref.select(ref.concat([b, ref.start(1)]), torch.tensor([2, 0]))
+    assert torch.allclose(step.next_log_probs(a), ref.next_log_probs(b), atol=1e-4)
+    r = seqlm_cli_eval(tmp_path / "lstm", tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
+def seqlm_cli_eval(export, cwd):
+    return seqlm("eval", f"ckpt={export}", "splits=[test]", cwd=cwd)
