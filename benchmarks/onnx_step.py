@@ -4,6 +4,7 @@ each; the files' sizes; and the exported log-probabilities against the step API 
 token by token, states carried over each whole sentence.
 
     python benchmarks/onnx_step.py [--ptb ../shared/data/ptb] [--steps 2000] [--lines 400]
+    python benchmarks/onnx_step.py --ckpt RUN_DIR --export DIR   # a trained run and its export
 
 The weights are random (the sizes are what matters for speed; the equality holds for any
 weights). Needs ``seqlm[export]``.
@@ -53,7 +54,11 @@ def main() -> None:
     ap.add_argument("--ptb", type=Path, default=HERE.parent.parent / "shared" / "data" / "ptb")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lines", type=int, default=400, help="PTB test sentences compared")
+    ap.add_argument("--ckpt", type=Path, help="a trained run: compare its export over its test")
+    ap.add_argument("--export", type=Path, help="the folder `seqlm export` wrote for --ckpt")
     args = ap.parse_args()
+    if args.ckpt:
+        return compare_trained(args.ckpt, args.export)
     torch.set_num_threads(1)
     from omegaconf import OmegaConf
 
@@ -122,6 +127,31 @@ def main() -> None:
         f"PTB test, {len(lines)} sentences, {tokens} tokens: largest |difference| of a "
         f"token's log-probability, with-state file vs the network in float64: {worst:.2e}"
     )
+
+
+def compare_trained(ckpt: Path, export: Path) -> None:
+    """A trained run against its export, over the run's whole test split, every line from a
+    sentence start: the largest difference of a token's log-probability, and the perplexities
+    of the float32 and int8 files beside the checkpoint's (export.json)."""
+    import json
+
+    from seqlm.scorers import load_scorer, on_data
+
+    scorer = load_scorer(ckpt, device="cpu")
+    data, scorer = on_data(scorer, None)
+    onnx = load_scorer(export)
+    ids = data.ids["test"]
+    ends = np.flatnonzero(ids == Vocab.eos_id) + 1
+    lines = [ids[a : b - 1].tolist() for a, b in zip([0, *ends[:-1]], ends)]
+    ref = np.concatenate(scorer.line_token_logprobs(lines))
+    ours = onnx.token_logprobs(ids)
+    facts = json.loads((export / "export.json").read_text())
+    print(
+        f"{ckpt}: {len(ids)} test tokens; largest |difference| of a token's log-probability, "
+        f"with-state file vs the checkpoint: {np.abs(ours - ref).max():.2e}"
+    )
+    print("test ppl, each sentence alone:", json.dumps(facts.get("test_ppl", {})))
+    print("file sizes (MiB):", {k: round(v / 2**20, 1) for k, v in facts["bytes"].items()})
 
 
 if __name__ == "__main__":
