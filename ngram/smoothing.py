@@ -67,8 +67,8 @@ def modified_kn_discounts(
     )
     if fallback is None:
         raise NgramError(
-            msg + "; give discount_fallback=[D1,D2,D3] to use fixed ones "
-            "(KenLM's --discount_fallback uses 0.5 1 1.5)"
+            msg + "; give discount_fallback=[D1,D2,D3] to use fixed ones (`ngram fit "
+            "--discount_fallback` as lmplz's: 0.5 1 1.5)"
         )
     warnings.warn(f"{msg}; using discount_fallback={list(fallback)}", stacklevel=3)
     return tuple(fallback)
