@@ -140,9 +140,10 @@ def compare_trained(ckpt: Path, export: Path) -> None:
     scorer = load_scorer(ckpt, device="cpu")
     data, scorer = on_data(scorer, None)
     onnx = load_scorer(export)
+    from seqlm.commands.export import test_lines
+
     ids = data.ids["test"]
-    ends = np.flatnonzero(ids == Vocab.eos_id) + 1
-    lines = [ids[a : b - 1].tolist() for a, b in zip([0, *ends[:-1]], ends)]
+    lines = test_lines(ids, Vocab.eos_id)
     ref = np.concatenate(scorer.line_token_logprobs(lines))
     ours = onnx.token_logprobs(ids)
     facts = json.loads((export / "export.json").read_text())

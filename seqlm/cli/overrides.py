@@ -67,9 +67,11 @@ def checked(command: str, args: list[str]) -> list[str]:
 def check(command: str, args: list[str]) -> None:
     """Compose the config as Hydra will, and refuse in one line what would fail later: an
     unknown key (with the closest known key), a key added with ``+`` that its target does not
-    take, and every rule of the nodes the overrides touch (``seqlm.build.check_options``: a
-    network's ``Options``, else the types its target's signature names). A sweep (``-m``) is
-    checked with the first value of each swept key."""
+    take, every rule of a network's options the overrides touch (``seqlm.options``), and for
+    other targets a number or boolean of the preset default's type (their annotations are
+    checked when they are built). A sweep (``-m``) is checked with the first value of each
+    swept key. A network's checks import no torch (``+trainer.x`` imports Lightning to read
+    its signature)."""
     import functools
 
     from hydra import compose, initialize_config_module
@@ -102,7 +104,7 @@ def check(command: str, args: list[str]) -> None:
             if not eq or key.startswith("~") or "." not in key.lstrip("+"):
                 continue
             key = key.lstrip("+")
-            if key.startswith(TYPED):
+            if _network(cfg, key):
                 touched.add(key.partition(".")[0])
             if arg.startswith("+"):
                 _check_added(key, cfg, base)
@@ -112,9 +114,8 @@ def check(command: str, args: list[str]) -> None:
 
     from seqlm.options import OPTIONS_OF
 
-    for top in sorted(touched):
-        if _network(cfg, top):  # every rule of a network's options (no torch imported)
-            OPTIONS_OF[cfg[top]["_target_"]].of(OmegaConf.to_container(cfg[top], resolve=True))
+    for top in sorted(touched):  # every rule of a network's options (no torch imported)
+        OPTIONS_OF[cfg[top]["_target_"]].of(OmegaConf.to_container(cfg[top], resolve=True))
 
 
 def _network(cfg, key: str) -> bool:
@@ -202,8 +203,10 @@ def _check_added(key: str, cfg, base) -> None:
     target = node.get("_target_") if node is not None and hasattr(node, "get") else None
     if target is None:
         return
-    try:
-        obj = get_object(str(target))
+    from seqlm.options import OPTIONS_OF
+
+    try:  # a network's options are named without importing it (and torch)
+        obj = OPTIONS_OF.get(str(target)) or get_object(str(target))
         if name in parameters(obj) or takes_any(obj):
             return
     except (ValueError, TypeError, ImportError, AttributeError):

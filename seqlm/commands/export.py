@@ -65,9 +65,6 @@ def sentence_ppl(scorer, lines: list[list[int]]) -> float:
 
 def test_lines(ids, eos: int) -> list[list[int]]:
     """An id stream whose lines end with ``eos`` as lists of ids without it."""
-    ends = [i for i, t in enumerate(ids.tolist()) if t == eos]
-    out, start = [], 0
-    for end in ends:
-        out.append(ids[start:end].tolist())
-        start = end + 1
-    return out
+    from seqlm.data.batching import sentence_bounds
+
+    return [ids[a : b - 1].tolist() for a, b in sentence_bounds(ids, eos)]
