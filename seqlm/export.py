@@ -65,16 +65,15 @@ def paired(net) -> bool:
 class WithState(nn.Module):
     """(x, h0, c0) -> (log_softmax after the last token, next_h0, next_c0)."""
 
-    def __init__(self, net, to_lm: torch.Tensor, from_lm: torch.Tensor):
+    def __init__(self, net, to_lm: torch.Tensor):
         super().__init__()
         self.net, self.paired = net, paired(net)
-        self.register_buffer("to_lm", to_lm)
-        self.register_buffer("from_lm", from_lm)
+        self.register_buffer("to_lm", to_lm)  # the input's ids and the output's columns
 
     def forward(self, x, h0, c0):
         state = (h0, c0) if self.paired else h0
         hidden, state = self.net.features(self.to_lm[x], state)
-        lp = self.net.log_probs(hidden[:, -1], torch.float32)[:, self.from_lm]
+        lp = self.net.log_probs(hidden[:, -1], torch.float32)[:, self.to_lm]
         if self.paired:
             return lp, state[0], state[1]
         return lp, state, c0 + 0  # unused: passed through (as a new tensor, for ONNX)
@@ -119,11 +118,10 @@ def read_tokens(path: Path) -> dict[int, str]:
 
 
 def token_maps(vocab: Vocab, tokens: dict[int, str] | None):
-    """(to_lm, from_lm, sos id, facts): the recogniser's id -> the LM's, and the columns of
-    the output (recogniser ids) -> the LM's; without a table, the LM's own ids both ways."""
+    """(to_lm, sos id, facts): each recogniser id's LM id, used for the input's ids and the
+    output's columns alike; without a table, the LM's own ids."""
     if tokens is None:
-        ids = torch.arange(len(vocab))
-        return ids, ids, Vocab.eos_id, {"tokens": "the LM's own vocabulary"}
+        return torch.arange(len(vocab)), Vocab.eos_id, {"tokens": "the LM's own vocabulary"}
     size = max(tokens) + 1
     to_lm = np.full(size, Vocab.unk_id, dtype=np.int64)
     unknown = []
@@ -143,8 +141,7 @@ def token_maps(vocab: Vocab, tokens: dict[int, str] | None):
         "tokens_unknown": len(unknown),
         "tokens_unknown_examples": unknown[:20],
     }
-    mapped = torch.from_numpy(to_lm)
-    return mapped, mapped, sos, facts
+    return torch.from_numpy(to_lm), sos, facts
 
 
 def metadata(net, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
@@ -177,9 +174,9 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
     net = scorer.net.float().cpu().eval()
     exportable(net)
     table = read_tokens(tokens) if tokens is not None else None
-    to_lm, from_lm, sos, facts = token_maps(scorer.vocab, table)
+    to_lm, sos, facts = token_maps(scorer.vocab, table)
     out.mkdir(parents=True, exist_ok=True)
-    vocab_size = len(from_lm)
+    vocab_size = len(to_lm)
     meta = metadata(net, sos, vocab_size, {"lm_vocab_size": len(scorer.vocab)})
     layers, width = net.rnn.num_layers, net.rnn.hidden_size
     x = torch.full((1, 2), sos, dtype=torch.long)
@@ -187,7 +184,7 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
     files = {"with-state": out / "with-state.onnx", "no-state": out / "no-state.onnx"}
     with torch.no_grad():
         _export(
-            WithState(net, to_lm, from_lm),
+            WithState(net, to_lm),
             (x, h, h.clone()),
             files["with-state"],
             ["x", "h0", "c0"],
