@@ -1,9 +1,10 @@
-"""One decoder step of a 2x650 LSTM (PTB's 10k vocabulary): onnxruntime on the exported
-with-state file (float32 and int8) against the torch step API, batch 1 and 16, one thread
-each; the files' sizes; and the exported log-probabilities against the step API over PTB test,
-token by token, states carried over each whole sentence.
+"""One decoder step of a 2x650 LSTM (PTB's 10k vocabulary; ``--cell``: another cell):
+onnxruntime on the exported with-state file (float32 and int8) against the torch step API,
+batch 1 and 16, one thread each; the files' sizes; and the exported log-probabilities against
+the step API over PTB test, token by token, states carried over each whole sentence.
 
     python benchmarks/onnx_step.py [--ptb ../shared/data/ptb] [--steps 2000] [--lines 400]
+        [--cell lstm|gru|rnn|mogrifier|mingru|minlstm]
     python benchmarks/onnx_step.py --ckpt RUN_DIR --export DIR   # a trained run and its export
 
 The weights are random (the sizes are what matters for speed; the equality holds for any
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--ptb", type=Path, default=HERE.parent.parent / "shared" / "data" / "ptb")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lines", type=int, default=400, help="PTB test sentences compared")
+    ap.add_argument("--cell", default="lstm", help="the cell of the 2x650 network")
     ap.add_argument("--ckpt", type=Path, help="a trained run: compare its export over its test")
     ap.add_argument("--export", type=Path, help="the folder `seqlm export` wrote for --ckpt")
     args = ap.parse_args()
@@ -70,14 +72,14 @@ def main() -> None:
     vocab = Vocab(["<unk>", "<eos>", *words])
     options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "rnn.yaml"))
     options.pop("_target_")
-    options.update(cell="lstm", emb_size=650, hidden_size=650, num_layers=2)
+    options.update(cell=args.cell, emb_size=650, hidden_size=650, num_layers=2)
     torch.manual_seed(0)
     net = RecurrentLM(len(vocab), **options).eval()
     out = Path(tempfile.mkdtemp(prefix="onnx-step-"))
     facts = export_onnx(Scorer(net, vocab), out, quantize="int8")
     print(
         f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-        "one thread; 2x650 LSTM, V = 10,000"
+        f"one thread; 2x650 {args.cell}, V = 10,000"
     )
     for kind, size in facts["bytes"].items():
         print(f"file {kind}: {size / 2**20:.1f} MiB")

@@ -11,11 +11,15 @@ contract of icefall's ``rnn_lm/export-onnx.py``, which sherpa-onnx reads (``onli
 - ``no-state.onnx``: inputs ``x`` (N, L) int64 without SOS/EOS and ``x_lens`` (N,); output
   ``nll`` (N,), the negative log-likelihood of each sentence, ``</s>`` included.
 
-Cells: ``lstm``; ``gru`` and ``rnn`` with a ``c0`` that passes through unchanged (metadata
-``c0=unused``). Refused in one line: the Mogrifier and minimal cells (their recurrence is a
-Python loop over the tokens, which the exporter would fix to the example's length) and
-AWD-LSTM's layers run one by one (``hidden_sizes``, ``dropouth``, ``wdrop``: their states are not
-one (num_layers, N, hidden) tensor per kind; padding them is not done yet).
+Cells: every left-to-right one. ``lstm`` and ``mogrifier`` carry ``(h, c)``; ``gru``, ``rnn``,
+``mingru`` and ``minlstm`` carry ``h``, with a ``c0`` that passes through unchanged (metadata
+``c0=unused``). The Mogrifier's and the minimal cells' loops over the tokens are traced as
+TorchScript, so the files hold an ONNX ``Loop`` that runs any length (a traced Python loop would
+be the example's steps unrolled). AWD-LSTM's layers of unequal sizes (``hidden_sizes``) share
+one (num_layers, N, max size) tensor per kind: layer ``l`` reads and writes the first
+``hidden_sizes[l]`` units of row ``l`` and leaves zeros in the rest, so the padding is exact
+(metadata ``hidden_size`` is the largest, ``seqlm_hidden_sizes`` each). Refused in one line:
+the fill-in-the-blank model (it reads both directions).
 
 ``tokens``: a recogniser's token table (``symbol id`` per line, as sherpa-onnx's tokens.txt):
 its ids are mapped to the LM's vocabulary inside the graph (a constant gather on the input, one
@@ -27,39 +31,76 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqlm.data.vocab import UNK, Vocab
 from seqlm.errors import SeqlmError
+from seqlm.models.recurrent import LayerStack
 
 BOUNDARY = ("<sos/eos>", "</s>", "<eos>", "<s>", "<sos>")  # a recogniser's sentence marks
 OPSET = 17
 
 
 def exportable(net) -> None:
-    """Refuse in one line a network these files cannot hold exactly."""
+    """Refuse in one line a network these files cannot hold."""
     if getattr(net, "layout", "stream") != "stream":
         raise SeqlmError("export: a fill-in-the-blank (birnn) model has no left-to-right steps")
-    if type(net.rnn).__name__ == "LayerStack":
-        raise SeqlmError(
-            "export: AWD-LSTM's layers one by one (hidden_sizes, dropouth or wdrop) are not "
-            "exportable yet: their states are not one (num_layers, N, hidden) tensor per kind"
-        )
-    if not isinstance(net.rnn, nn.RNNBase):
-        raise SeqlmError(
-            f"export: model.cell={net.cell} is not exportable yet: its recurrence is a Python "
-            "loop over the tokens, which the exporter would fix to one length (lstm, gru and "
-            "rnn are torch's own modules, exported for any length)"
-        )
 
 
-def paired(net) -> bool:
-    """Whether the state is an (h, c) pair: the LSTM and the Mogrifier LSTM."""
-    return isinstance(net.rnn, nn.LSTM) or getattr(net.rnn, "paired", False)
+class States:
+    """Where a network's state sits in the contract's two (num_layers, N, hidden) tensors:
+    ``split`` makes the network's state of them, ``join`` them of the network's."""
+
+    def __init__(self, net):
+        rnn = net.rnn
+        self.stack = isinstance(rnn, LayerStack)  # one module per layer, a state each
+        modules = list(rnn.layers) if self.stack else [rnn]
+        first = modules[0]
+        self.paired = isinstance(first, nn.LSTM) or getattr(first, "paired", False)
+        if self.stack:
+            self.sizes = [m.hidden_size for m in modules]
+        else:
+            self.sizes = [rnn.hidden_size] * rnn.num_layers
+        self.width = max(self.sizes)
+
+    def split(self, h0, c0):
+        if not self.stack:
+            return (h0, c0) if self.paired else h0
+        parts = []
+        for layer, size in enumerate(self.sizes):
+            h = h0[layer : layer + 1, :, :size]
+            parts.append((h, c0[layer : layer + 1, :, :size]) if self.paired else h)
+        return tuple(parts)
+
+    def join(self, state, c0):
+        if not self.stack:
+            if self.paired:
+                return state[0], state[1]
+            return state, c0 + 0  # unused: passed through (as a new tensor, for ONNX)
+        pad = [(0, self.width - size) for size in self.sizes]
+        if not self.paired:
+            return torch.cat([F.pad(h, p) for h, p in zip(state, pad)]), c0 + 0
+        h = torch.cat([F.pad(s[0], p) for s, p in zip(state, pad)])
+        return h, torch.cat([F.pad(s[1], p) for s, p in zip(state, pad)])
+
+
+@contextmanager
+def traceable(net):
+    """The network with its loops over the tokens as TorchScript (``cells._Layers.loop``)."""
+    loops = [m for m in net.modules() if hasattr(m, "scripted")]
+    for m in loops:
+        m.scripted = True
+    try:
+        yield net
+    finally:
+        for m in loops:
+            m.scripted = False
 
 
 class WithState(nn.Module):
@@ -67,16 +108,13 @@ class WithState(nn.Module):
 
     def __init__(self, net, to_lm: torch.Tensor):
         super().__init__()
-        self.net, self.paired = net, paired(net)
+        self.net, self.states = net, States(net)
         self.register_buffer("to_lm", to_lm)  # the input's ids and the output's columns
 
     def forward(self, x, h0, c0):
-        state = (h0, c0) if self.paired else h0
-        hidden, state = self.net.features(self.to_lm[x], state)
+        hidden, state = self.net.features(self.to_lm[x], self.states.split(h0, c0))
         lp = self.net.log_probs(hidden[:, -1], torch.float32)[:, self.to_lm]
-        if self.paired:
-            return lp, state[0], state[1]
-        return lp, state, c0 + 0  # unused: passed through (as a new tensor, for ONNX)
+        return (lp, *self.states.join(state, c0))
 
 
 class NoState(nn.Module):
@@ -145,7 +183,7 @@ def token_maps(vocab: Vocab, tokens: dict[int, str] | None):
 
 
 def metadata(net, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
-    rnn = net.rnn
+    states = States(net)
     out = {
         "model_type": "rnnlm",
         "version": "1",
@@ -154,12 +192,15 @@ def metadata(net, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
         "sos_id": str(sos),
         "eos_id": str(sos),
         "vocab_size": str(vocab_size),
-        "num_layers": str(rnn.num_layers),
-        "hidden_size": str(rnn.hidden_size),
+        "num_layers": str(len(states.sizes)),
+        "hidden_size": str(states.width),
         "embedding_dim": str(net.embedding.embedding_dim),
         "seqlm_cell": net.cell,
-        "c0": "state" if paired(net) else "unused: passed through unchanged",
+        "c0": "state" if states.paired else "unused: passed through unchanged",
     }
+    if len(set(states.sizes)) > 1:
+        out["seqlm_hidden_sizes"] = ",".join(map(str, states.sizes))
+        out["state"] = "layer l in the first seqlm_hidden_sizes[l] units of row l, zeros after"
     out.update({k: str(v) for k, v in extra.items()})
     return out
 
@@ -178,13 +219,13 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
     out.mkdir(parents=True, exist_ok=True)
     vocab_size = len(to_lm)
     meta = metadata(net, sos, vocab_size, {"lm_vocab_size": len(scorer.vocab)})
-    layers, width = net.rnn.num_layers, net.rnn.hidden_size
+    states = States(net)
     x = torch.full((1, 2), sos, dtype=torch.long)
-    h = torch.zeros(layers, 1, width)
+    h = torch.zeros(len(states.sizes), 1, states.width)
     files = {"with-state": out / "with-state.onnx", "no-state": out / "no-state.onnx"}
-    with torch.no_grad():
+    with torch.no_grad(), traceable(net):
         _export(
-            WithState(net, to_lm),
+            WithState(net, to_lm).eval(),
             (x, h, h.clone()),
             files["with-state"],
             ["x", "h0", "c0"],
@@ -199,7 +240,7 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
             },
         )
         _export(
-            NoState(net, to_lm, Vocab.eos_id),
+            NoState(net, to_lm, Vocab.eos_id).eval(),
             (x, torch.tensor([2])),
             files["no-state"],
             ["x", "x_lens"],
@@ -229,6 +270,8 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
 
 
 def _export(module, args, path, inputs, outputs, axes) -> None:
+    """``module`` (in evaluation mode: the exporter puts a module back in the mode it found
+    it in, the network inside included) traced to ``path``."""
     import warnings
 
     with warnings.catch_warnings():  # the TorchScript exporter's notices about LSTM batches

@@ -39,11 +39,22 @@ to the matrices.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@functools.cache
+def scripted(steps):
+    """``steps`` compiled by TorchScript once (``_Layers.loop``)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is the
+        warnings.simplefilter("ignore", DeprecationWarning)  # legacy ONNX exporter's loops
+        return torch.jit.script(steps)
 
 
 def log_g(v: torch.Tensor) -> torch.Tensor:
@@ -56,6 +67,7 @@ class _Layers(nn.Module):
     ``batch_first``, ``dropout``), torch-style parameter names, the loop over layers."""
 
     paired = False  # whether the state is an (h, c) pair
+    scripted = False  # run the loops over the tokens as TorchScript (``loop``)
 
     def __init__(
         self,
@@ -75,6 +87,12 @@ class _Layers(nn.Module):
         """(layer, its input size) for every layer."""
         sizes = [self.input_size] + [self.hidden_size] * (self.num_layers - 1)
         return enumerate(sizes)
+
+    def loop(self, steps):
+        """``steps`` (a loop over the tokens), or with ``scripted`` its TorchScript: what the
+        ONNX export traces, so that the loop becomes an ONNX ``Loop`` over any length instead
+        of the example's steps unrolled (``seqlm.export``)."""
+        return scripted(steps) if self.scripted else steps
 
     def _param(self, name: str, *shape: int) -> None:
         bound = 1 / math.sqrt(self.hidden_size)  # torch's init of its recurrent layers
@@ -134,21 +152,38 @@ class MogrifierLSTM(_Layers):
     def layer(self, layer: int, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
         bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
-        mats = [self.mogrifier(layer, i) for i in range(1, self.rounds + 1)]
-        h, c = state
-        outs = []
-        for t in range(x.shape[1]):
-            xt = x[:, t]
-            for i, m in enumerate(mats, 1):
-                if i % 2:
-                    xt = 2 * torch.sigmoid(h @ m.T) * xt
-                else:
-                    h = 2 * torch.sigmoid(xt @ m.T) * h
-            i_, f_, g_, o_ = (xt @ w_ih.T + h @ w_hh.T + bias).chunk(4, 1)
-            c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
-            h = torch.sigmoid(o_) * torch.tanh(c)
-            outs.append(h)
-        return torch.stack(outs, 1), (h, c)
+        mats = [self.mogrifier(layer, i).T for i in range(1, self.rounds + 1)]
+        out, h, c = self.loop(mogrifier_steps)(x, state[0], state[1], w_ih.T, w_hh.T, bias, mats)
+        return out, (h, c)
+
+
+def mogrifier_steps(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    w_ih_t: torch.Tensor,
+    w_hh_t: torch.Tensor,
+    bias: torch.Tensor,
+    mats_t: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Mogrifier LSTM layer over ``x`` (B, T, I) from ``(h, c)`` (B, H): its outputs
+    (B, T, H) and the last ``h``, ``c``. The matrices come transposed (``W^T``; ``mats_t``:
+    ``Q^1, R^2, Q^3, ...`` transposed), so that the loop holds plain products: scripted, it is
+    exported with tensors of unknown rank, and torch's ONNX ``t()`` leaves such a tensor as it
+    is (``F.linear`` inside the loop computed ``x W`` instead of ``x W^T``)."""
+    outs = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        for i in range(len(mats_t)):
+            if i % 2 == 0:  # odd rounds (1, 3, ...) gate x
+                xt = 2 * torch.sigmoid(h @ mats_t[i]) * xt
+            else:
+                h = 2 * torch.sigmoid(xt @ mats_t[i]) * h
+        gates = (xt @ w_ih_t + h @ w_hh_t + bias).chunk(4, 1)
+        c = torch.sigmoid(gates[1]) * c + torch.sigmoid(gates[0]) * torch.tanh(gates[2])
+        h = torch.sigmoid(gates[3]) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, 1), h, c
 
 
 class _MinCell(_Layers):
@@ -175,7 +210,7 @@ class _MinCell(_Layers):
         pre = pre.to(torch.promote_types(pre.dtype, torch.float32)).chunk(self.gates, -1)
         log_a, log_b = self.coefficients(pre)
         form = self.form if self.form != "auto" else "scan" if self.training else "sequential"
-        out = scan(log_a, log_b, h0) if form == "scan" else sequential(log_a, log_b, h0)
+        out = scan(log_a, log_b, h0) if form == "scan" else self.loop(sequential)(log_a, log_b, h0)
         return out, out[:, -1]
 
 

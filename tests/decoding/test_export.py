@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, seqlm
+from conftest import SMALL_AGREEMENT, TINY_TRAIN, make_config, preset, seqlm
 
 from seqlm.commands.train import train
 from seqlm.data.vocab import Vocab
@@ -34,13 +34,16 @@ def runs(tmp_path_factory):
     optional("onnxruntime")
     base = tmp_path_factory.mktemp("export-runs")
     cells = {
-        "lstm": ["model.num_layers=2"],
+        "lstm": ["model.num_layers=2", "model.out_dropout=0.3"],
         "gru": [],
-        "mingru": [],
-        "awd": ["model.num_layers=2", "model.hidden_sizes=[12,16]"],
+        "mingru": ["model.num_layers=2"],
+        "mogrifier": ["model.num_layers=2", "model.mogrify_rounds=5"],
+        # AWD-LSTM's layers one by one, of unequal sizes (an LSTM) or with dropouth (a GRU)
+        "awd": ["model.num_layers=2", "model.hidden_sizes=[12,16]", "model.wdrop=0.2"],
+        "awd-gru": ["model.num_layers=2", "model.dropouth=0.2"],
     }
     for cell, extra in cells.items():
-        model = "lstm" if cell == "awd" else cell
+        model = {"awd": "lstm", "awd-gru": "gru"}.get(cell, cell)
         cfg = make_config("train", [f"model={model}", *SMALL_AGREEMENT, *TINY_TRAIN, *extra])
         train(cfg, run_dir=base / cell)
     return base
@@ -84,13 +87,14 @@ def _step_api(scorer, ids: list[int]) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru", "mogrifier", "awd", "awd-gru"])
 def test_the_with_state_file_run_as_sherpa_onnx_runs_it_gives_the_step_apis_numbers(
     runs, cell, tmp_path
 ):
     from seqlm.export import session
 
     scorer, facts = _exported(runs, cell, tmp_path)
+    assert not scorer.net.training  # the exporter puts back the mode it found
     s = session(facts["files"]["with-state"])
     meta = _meta(s)
     assert meta["model_type"] == "rnnlm" and meta["sos_id"] == meta["eos_id"] == "1"
@@ -100,16 +104,26 @@ def test_the_with_state_file_run_as_sherpa_onnx_runs_it_gives_the_step_apis_numb
     for sentence in SENTENCES:
         ids = scorer.vocab.encode(sentence.split())
         assert _like_sherpa_online(s, ids) == pytest.approx(_step_api(scorer, ids), abs=1e-4)
-    if cell == "gru":  # c0 passes through unchanged
-        c = np.random.default_rng(0).standard_normal((1, 1, 16)).astype(np.float32)
-        out = s.run(None, {"x": np.ones((1, 3), np.int64), "h0": np.zeros_like(c), "c0": c})
+    layers, width = int(meta["num_layers"]), int(meta["hidden_size"])
+    c = np.random.default_rng(0).standard_normal((layers, 1, width)).astype(np.float32)
+    x = np.ones((1, 5), np.int64)  # five tokens at once: a loop, not the example's two steps
+    out = s.run(None, {"x": x, "h0": np.zeros_like(c), "c0": np.zeros_like(c)})
+    ref = scorer.net.log_probs(scorer.net.features(torch.from_numpy(x))[0][:, -1])
+    assert np.allclose(out[0], ref.detach().numpy(), atol=1e-4)
+    if cell in ("gru", "mingru", "awd-gru"):  # c0 passes through unchanged
+        out = s.run(None, {"x": x, "h0": np.zeros_like(c), "c0": c})
         assert np.array_equal(out[2], c) and meta["c0"].startswith("unused")
+    if cell == "awd":  # layers of 12 and 16 units in one (2, N, 16) tensor, zeros after 12
+        assert (layers, width, meta["seqlm_hidden_sizes"]) == (2, 16, "12,16")
+        assert not out[1][0, :, 12:].any() and not out[2][0, :, 12:].any()
+        assert out[1][1].all()
 
 
-def test_the_no_state_file_scores_sentences_as_offline_rnn_lm_does(runs, tmp_path):
+@pytest.mark.parametrize("cell", ["lstm", "mogrifier", "mingru", "awd"])
+def test_the_no_state_file_scores_sentences_as_offline_rnn_lm_does(runs, cell, tmp_path):
     from seqlm.export import sentence_nll, session
 
-    scorer, facts = _exported(runs, "lstm", tmp_path)
+    scorer, facts = _exported(runs, cell, tmp_path)
     s = session(facts["files"]["no-state"])
     lines = [scorer.vocab.encode(t.split()) for t in SENTENCES]
     x = np.zeros((len(lines), max(map(len, lines))), np.int64)
@@ -168,8 +182,6 @@ def test_the_command_and_its_refusals(runs, tmp_path):
     )
     assert (tmp_path / "o" / "tokens.txt").read_text().splitlines()[1] == "<eos> 1"
     for args, message in (
-        ([f"ckpt={runs / 'awd'}", "out=x"], "AWD-LSTM's layers one by one"),
-        ([f"ckpt={runs / 'mingru'}", "out=x"], "model.cell=mingru is not exportable yet"),
         ([f"ckpt={runs / 'lstm'}", "out=x", "format=tflite"], "format='tflite' is not one of"),
         ([f"ckpt={runs / 'lstm'}", "out=x", "quantize=int4"], "quantize='int4': only int8"),
         ([f"ckpt={runs / 'lstm'}", "out=x", "tokens=nope.txt"], "tokens=nope.txt: no such file"),
@@ -180,13 +192,11 @@ def test_the_command_and_its_refusals(runs, tmp_path):
         assert "Traceback" not in r.stderr
 
 
-def test_refusals_name_what_cannot_be_exported(runs):
+def test_the_fill_in_the_blank_model_is_refused_in_one_line():
     from seqlm.export import exportable
 
-    for name, message in (("awd", "layers one by one"), ("mingru", "a Python loop")):
-        scorer = load_scorer(runs / name, device="cpu")
-        with pytest.raises(SeqlmError, match=message):
-            exportable(scorer.net)
+    with pytest.raises(SeqlmError, match="fill-in-the-blank"):
+        exportable(preset("model", "birnn", vocab_size=20, emb_size=8, hidden_size=8))
 
 
 def test_an_export_loads_back_and_eval_score_and_the_step_api_run_on_it(runs, tmp_path):
