@@ -34,6 +34,7 @@ class Scorer:
     """What ``export_onnx`` reads of a loaded run: the network and its vocabulary."""
 
     family = "network"
+    config: dict = {}  # no run: no data or tokenizer to keep
 
     def __init__(self, net, vocab):
         self.net, self.vocab = net, vocab

@@ -41,7 +41,7 @@ from torch import nn
 
 from seqlm.data.vocab import UNK, Vocab
 from seqlm.errors import SeqlmError
-from seqlm.models.recurrent import LayerStack
+from seqlm.models.recurrent import PAIRED, LayerStack
 
 BOUNDARY = ("<sos/eos>", "</s>", "<eos>", "<s>", "<sos>")  # a recogniser's sentence marks
 OPSET = 17
@@ -61,8 +61,7 @@ class States:
         rnn = net.rnn
         self.stack = isinstance(rnn, LayerStack)  # one module per layer, a state each
         modules = list(rnn.layers) if self.stack else [rnn]
-        first = modules[0]
-        self.paired = isinstance(first, nn.LSTM) or getattr(first, "paired", False)
+        self.paired = net.cell in PAIRED  # (h, c): lstm, mogrifier
         if self.stack:
             self.sizes = [m.hidden_size for m in modules]
         else:
