@@ -168,9 +168,10 @@ def mogrifier_steps(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Mogrifier LSTM layer over ``x`` (B, T, I) from ``(h, c)`` (B, H): its outputs
     (B, T, H) and the last ``h``, ``c``. The matrices come transposed (``W^T``; ``mats_t``:
-    ``Q^1, R^2, Q^3, ...`` transposed), so that the loop holds plain products: scripted, it is
-    exported with tensors of unknown rank, and torch's ONNX ``t()`` leaves such a tensor as it
-    is (``F.linear`` inside the loop computed ``x W`` instead of ``x W^T``)."""
+    ``Q^1, R^2, Q^3, ...`` transposed), so that the loop holds plain products: scripted and
+    exported, a matrix taken from the list inside the loop has no known rank, and torch's ONNX
+    ``t()`` (what ``F.linear`` uses) leaves a tensor of unknown rank as it is: the file failed
+    in onnxruntime with a shape mismatch."""
     outs = []
     for t in range(x.shape[1]):
         xt = x[:, t]
@@ -179,9 +180,9 @@ def mogrifier_steps(
                 xt = 2 * torch.sigmoid(h @ mats_t[i]) * xt
             else:
                 h = 2 * torch.sigmoid(xt @ mats_t[i]) * h
-        gates = (xt @ w_ih_t + h @ w_hh_t + bias).chunk(4, 1)
-        c = torch.sigmoid(gates[1]) * c + torch.sigmoid(gates[0]) * torch.tanh(gates[2])
-        h = torch.sigmoid(gates[3]) * torch.tanh(c)
+        i_, f_, g_, o_ = (xt @ w_ih_t + h @ w_hh_t + bias).chunk(4, 1)
+        c = torch.sigmoid(f_) * c + torch.sigmoid(i_) * torch.tanh(g_)
+        h = torch.sigmoid(o_) * torch.tanh(c)
         outs.append(h)
     return torch.stack(outs, 1), h, c
 
