@@ -132,8 +132,11 @@ class NoState(nn.Module):
         at = torch.arange(length + 1)[None, :]
         target = torch.cat([x, sos], 1)
         target = torch.where(at == x_lens[:, None], torch.full_like(target, self.eos), target)
-        lp = self.net.log_probs(hidden, torch.float32)  # (N, L+1, V)
-        picked = lp.gather(2, target[:, :, None])[:, :, 0]
+        # (N (L+1), V): a 2-D product, which the exporter writes as a Gemm on the decoder's
+        # own matrix (a 3-D one gets a transposed copy of it, which a tied model's embedding
+        # cannot share: the file held the matrix twice)
+        lp = self.net.log_probs(hidden.reshape(-1, hidden.shape[-1]), torch.float32)
+        picked = lp.gather(1, target.reshape(-1, 1)).reshape(target.shape)
         return -(picked * (at <= x_lens[:, None]).to(picked.dtype)).sum(1)
 
 

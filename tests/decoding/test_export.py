@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     cells = {
         "lstm": ["model.num_layers=2", "model.out_dropout=0.3"],
         "gru": [],
-        "mingru": ["model.num_layers=2"],
+        "mingru": ["model.num_layers=2", "model.tie_weights=true"],
         "mogrifier": ["model.num_layers=2", "model.mogrify_rounds=5"],
         # AWD-LSTM's layers one by one, of unequal sizes (an LSTM) or with dropouth (a GRU)
         "awd": ["model.num_layers=2", "model.hidden_sizes=[12,16]", "model.wdrop=0.2"],
@@ -134,6 +134,15 @@ def test_the_no_state_file_scores_sentences_as_offline_rnn_lm_does(runs, cell, t
     expected = [-sum(_step_api(scorer, ln)) for ln in lines]
     assert nll == pytest.approx(expected, abs=1e-3)
     assert sentence_nll(s, lines, batch=2) == pytest.approx(sum(expected), abs=1e-3)
+    # the same weights in both files (a 3-D product got a transposed copy of a tied matrix)
+    assert _weight_bytes(facts["files"]["no-state"]) == _weight_bytes(facts["files"]["with-state"])
+
+
+def _weight_bytes(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
 
 
 def test_a_recognisers_token_table_is_mapped_in_the_graph(runs, tmp_path):
