@@ -60,10 +60,9 @@ class States:
     def __init__(self, net):
         rnn = net.rnn
         self.stack = isinstance(rnn, LayerStack)  # one module per layer, a state each
-        modules = list(rnn.layers) if self.stack else [rnn]
         self.paired = net.cell in PAIRED  # (h, c): lstm, mogrifier
         if self.stack:
-            self.sizes = [m.hidden_size for m in modules]
+            self.sizes = [layer.hidden_size for layer in rnn.layers]
         else:
             self.sizes = [rnn.hidden_size] * rnn.num_layers
         self.width = max(self.sizes)
