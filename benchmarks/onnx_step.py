@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqlm.data.batching import line_ids
 from seqlm.data.vocab import Vocab
-from seqlm.export import export_onnx, session
+from seqlm.export import export_onnx, session, write_facts
+from seqlm.scorers import load_scorer
 
 HERE = Path(__file__).resolve().parent
 
@@ -107,24 +109,18 @@ def main() -> None:
             times.append(timed(lambda s=s, feeds=feeds: s.run(None, feeds), args.steps))
         print(f"| {batch} | {t_torch:.0f} | {times[0]:.0f} | {times[1]:.0f} |")
 
-    s = session(facts["files"]["with-state"])
+    write_facts(out, facts)
+    onnx = load_scorer(out)  # the file stepped one token at a time, as sherpa-onnx steps it
     with gzip.open(args.ptb / "ptb.test.txt.gz", "rt") as f:
         lines = [vocab.encode(line.split()) for line in f][: args.lines]
     worst, tokens = 0.0, 0
-    for ids in lines:
-        h = np.zeros((2, 1, 650), np.float32)
-        c = np.zeros((2, 1, 650), np.float32)
-        token, ours = Vocab.eos_id, []
-        for nxt in [*ids, Vocab.eos_id]:
-            lp, h, c = s.run(None, {"x": np.array([[token]]), "h0": h, "c0": c})
-            ours.append(lp[0, nxt])
-            token = nxt
+    for ids, ours in zip(lines, onnx.line_token_logprobs(lines)):
         with torch.no_grad():
             seq = torch.tensor([[Vocab.eos_id, *ids]])
             hidden, _ = net.features(seq, None)
             ref = net.log_probs(hidden[0], torch.float64)
             ref = ref[torch.arange(len(ids) + 1), torch.tensor([*ids, Vocab.eos_id])].numpy()
-        worst = max(worst, float(np.abs(np.array(ours) - ref).max()))
+        worst = max(worst, float(np.abs(ours - ref).max()))
         tokens += len(ids) + 1
     print(
         f"PTB test, {len(lines)} sentences, {tokens} tokens: largest |difference| of a "
@@ -138,15 +134,13 @@ def compare_trained(ckpt: Path, export: Path) -> None:
     of the float32 and int8 files beside the checkpoint's (export.json)."""
     import json
 
-    from seqlm.scorers import load_scorer, on_data
+    from seqlm.scorers import on_data
 
     scorer = load_scorer(ckpt, device="cpu")
     data, scorer = on_data(scorer, None)
     onnx = load_scorer(export)
-    from seqlm.commands.export import test_lines
-
     ids = data.ids["test"]
-    lines = test_lines(ids, Vocab.eos_id)
+    lines = line_ids(ids, Vocab.eos_id)
     ref = np.concatenate(scorer.line_token_logprobs(lines))
     ours = onnx.token_logprobs(ids)
     facts = json.loads((export / "export.json").read_text())

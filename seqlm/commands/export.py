@@ -36,10 +36,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise SeqlmError(f"ckpt={cfg.ckpt}: export is for networks (an n-gram has its ARPA file)")
     facts = export_onnx(scorer, out, tokens, cfg.get("quantize"))
     if cfg.get("perplexity", True) and tokens is None:
+        from seqlm.data.batching import line_ids
         from seqlm.scorers import on_data
 
         data, scorer = on_data(scorer, None)
-        lines = test_lines(data.ids["test"], scorer.vocab.eos_id)
+        lines = line_ids(data.ids["test"], scorer.vocab.eos_id)
         files = {k: Path(v) for k, v in facts["files"].items()}
         facts["test_ppl"] = perplexities(files, lines)
         facts["test_ppl"]["checkpoint"] = sentence_ppl(scorer, lines)
@@ -61,10 +62,3 @@ def sentence_ppl(scorer, lines: list[list[int]]) -> float:
     no-state file reads them; ``eval``'s carries the state from line to line)."""
     tokens = sum(len(ln) + 1 for ln in lines)
     return math.exp(-sum(scorer.sentence_logprobs(lines)) / tokens)
-
-
-def test_lines(ids, eos: int) -> list[list[int]]:
-    """An id stream whose lines end with ``eos`` as lists of ids without it."""
-    from seqlm.data.batching import sentence_bounds
-
-    return [ids[a : b - 1].tolist() for a, b in sentence_bounds(ids, eos)]

@@ -197,6 +197,11 @@ def sentence_bounds(ids: np.ndarray, eos_id: int) -> np.ndarray:
     return np.stack([starts, ends], axis=1)
 
 
+def line_ids(ids: np.ndarray, eos_id: int) -> list[list[int]]:
+    """The lines of an id stream whose lines end with ``eos_id``, as lists of ids without it."""
+    return [ids[a : b - 1].tolist() for a, b in sentence_bounds(ids, eos_id)]
+
+
 class SentenceBatches(IterableDataset):
     """Padded batches of whole lines for the bidirectional cloze model.
 

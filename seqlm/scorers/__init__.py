@@ -96,6 +96,20 @@ class Scorer(ABC):
         ids = np.asarray([i for ln in lines for i in [*ln, Vocab.eos_id]], dtype=np.int64)
         return np.split(self.token_logprobs(ids), ends[:-1]) if lines else []
 
+    @staticmethod
+    def by_length(lines: list, batch_size: int, score) -> list[np.ndarray]:
+        """``score(chunk)`` -> (B, W) log-probabilities of ``batch_size`` lines of about the
+        same length at a time (little padding a batch), cut back to each line and its
+        ``<eos>``, in the lines' order."""
+        out: list = [None] * len(lines)
+        order = np.argsort([len(ln) for ln in lines], kind="stable")
+        for start in range(0, len(lines), batch_size):
+            rows = order[start : start + batch_size]
+            lp = score([lines[i] for i in rows])
+            for r, i in enumerate(rows):
+                out[i] = lp[r, : len(lines[i]) + 1]
+        return out
+
     def text_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
         """``token_logprobs`` where they are probabilities of the text, left to right, which a
         mixture may interpolate; refused for pseudo-log-likelihoods."""

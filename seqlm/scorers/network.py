@@ -60,15 +60,11 @@ class NetworkScorer(Scorer):
     @torch.no_grad()
     def line_token_logprobs(self, lines: list[list[int]], batch_size: int = 256) -> list:
         """Lines batched by length (little padding a batch), ``batch_size`` at a time."""
-        out: list = [None] * len(lines)
-        order = np.argsort([len(ln) for ln in lines], kind="stable")
-        for start in range(0, len(lines), batch_size):
-            rows = order[start : start + batch_size]
-            target = self.padded_targets([lines[i] for i in rows]).to(self.device)
-            lp = self.line_logprobs(target).cpu().numpy()
-            for r, i in enumerate(rows):
-                out[i] = lp[r, : len(lines[i]) + 1]
-        return out
+
+        def score(chunk):
+            return self.line_logprobs(self.padded_targets(chunk).to(self.device)).cpu().numpy()
+
+        return self.by_length(lines, batch_size, score)
 
     def line_logprobs(self, target: torch.Tensor) -> torch.Tensor:
         """(B, W) log p of each target of a batch of whole lines (0 at padding)."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.data.batching import sentence_bounds
+from seqlm.data.batching import line_ids
 from seqlm.data.vocab import Vocab
 from seqlm.decoding.step import StepLM
 from seqlm.errors import SeqlmError
@@ -67,32 +67,29 @@ class OnnxScorer(Scorer):
 
     def token_logprobs(self, ids: np.ndarray, rows: int = 1) -> np.ndarray:
         """log p of every token, each line from a sentence start (``rows`` is not used)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        lines = [ids[a : b - 1] for a, b in sentence_bounds(ids, Vocab.eos_id)]
-        out = self.line_token_logprobs(lines)
+        out = self.line_token_logprobs(line_ids(np.asarray(ids), Vocab.eos_id))
         return np.concatenate(out) if out else np.zeros(0)
 
     def line_token_logprobs(self, lines: list) -> list[np.ndarray]:
         """Lines batched by length, ``BATCH`` at a time, stepped token by token as sherpa-onnx
         steps them: each line's log-probabilities, its ``<eos>`` included."""
-        out: list = [None] * len(lines)
-        order = np.argsort([len(ln) for ln in lines], kind="stable")
-        for start in range(0, len(lines), BATCH):
-            rows = order[start : start + BATCH]
-            width = max(len(lines[i]) for i in rows) + 1
-            target = np.full((len(rows), width), Vocab.eos_id, dtype=np.int64)
-            for r, i in enumerate(rows):
-                target[r, : len(lines[i])] = lines[i]
-            h, c = self.zeros(len(rows))
-            token = np.full(len(rows), Vocab.eos_id, dtype=np.int64)
-            lps = np.empty((len(rows), width))
-            for t in range(width):
-                lp, h, c = self.run(token, h, c)
-                lps[:, t] = lp[np.arange(len(rows)), target[:, t]]
-                token = target[:, t]
-            for r, i in enumerate(rows):
-                out[i] = lps[r, : len(lines[i]) + 1]
-        return out
+        return self.by_length(lines, BATCH, self.stepped)
+
+    def stepped(self, lines: list) -> np.ndarray:
+        """(B, W) log p of each line's tokens and ``<eos>``, from zero states, one token a
+        call (whatever follows a line's ``<eos>`` is padding)."""
+        width = max(len(ln) for ln in lines) + 1
+        target = np.full((len(lines), width), Vocab.eos_id, dtype=np.int64)
+        for r, ln in enumerate(lines):
+            target[r, : len(ln)] = ln
+        h, c = self.zeros(len(lines))
+        token = np.full(len(lines), Vocab.eos_id, dtype=np.int64)
+        lps = np.empty((len(lines), width))
+        for t in range(width):
+            lp, h, c = self.run(token, h, c)
+            lps[:, t] = lp[np.arange(len(lines)), target[:, t]]
+            token = target[:, t]
+        return lps
 
     def next_logprobs(self, prefix: list[int]) -> np.ndarray:
         h, c = self.zeros(1)

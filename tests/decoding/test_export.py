@@ -168,13 +168,14 @@ def test_a_recognisers_token_table_is_mapped_in_the_graph(runs, tmp_path):
 
 
 def test_int8_files_keep_the_perplexity_within_two_percent(runs, tmp_path):
-    from seqlm.commands.export import sentence_ppl, test_lines
+    from seqlm.commands.export import sentence_ppl
+    from seqlm.data.batching import line_ids
     from seqlm.export import perplexities
     from seqlm.scorers import on_data
 
     scorer, facts = _exported(runs, "lstm", tmp_path, quantize="int8")
     data, scorer = on_data(scorer, None)
-    lines = test_lines(data.ids["test"], Vocab.eos_id)
+    lines = line_ids(data.ids["test"], Vocab.eos_id)
     ppl = perplexities({k: v for k, v in facts["files"].items()}, lines)
     reference = sentence_ppl(scorer, lines)  # each sentence from its start, as the file does
     assert ppl["no-state"] == pytest.approx(reference, rel=1e-4)
@@ -210,7 +211,8 @@ def test_the_fill_in_the_blank_model_is_refused_in_one_line():
 
 def test_an_export_loads_back_and_eval_score_and_the_step_api_run_on_it(runs, tmp_path):
     import seqlm
-    from seqlm.commands.export import sentence_ppl, test_lines
+    from seqlm.commands.export import sentence_ppl
+    from seqlm.data.batching import line_ids
     from seqlm.export import write_facts
     from seqlm.scorers import on_data
 
@@ -223,7 +225,7 @@ def test_an_export_loads_back_and_eval_score_and_the_step_api_run_on_it(runs, tm
     data, onnx = on_data(onnx, None)  # the run's own data, from the config export.json keeps
     ppl = onnx.evaluate(data, ("test",))["test/ppl"]
     _, ckpt = on_data(scorer, None)
-    expected = sentence_ppl(ckpt, test_lines(data.ids["test"], Vocab.eos_id))
+    expected = sentence_ppl(ckpt, line_ids(data.ids["test"], Vocab.eos_id))
     assert ppl == pytest.approx(expected, rel=1e-4)
     step, ref = seqlm.load(tmp_path / "lstm"), scorer.stepper()
     a, b = step.start(2), ref.start(2)
