@@ -92,10 +92,8 @@ class Estimation:
         if dask is not None:
             from ngram.distributed import count_on_dask
 
-            model.info["dask"] = {}
-            raw = count_on_dask(
-                ids, order, model.base, eos_id, model.bos_id, dask, None, model.info["dask"]
-            )
+            report = model.info["dask"] = {}
+            raw = count_on_dask(ids, order, model.base, eos_id, model.bos_id, dask, report=report)
         else:
             raw = counting.count_ngrams(ids, order, model.base, eos_id, model.bos_id, budget, bar)
         if smoothing == "stupid_backoff":
