@@ -93,7 +93,16 @@ def test_the_fast_and_the_careful_reader_read_the_same_model(tmp_path, monkeypat
     sentences = [list(rng.choice(words, rng.integers(1, 12))) for _ in range(3000)]
     model = NgramLM.fit(sentences, order=4, discount_fallback=(0.5, 1.0, 1.5))
     write_arpa(model, tmp_path / "m.arpa")
+    parsed = []  # the blocks the fast reader read (else both reads would be the careful one)
+
+    def counted(*args):
+        got = parse_block(*args)
+        parsed.append(got is not None)
+        return got
+
+    monkeypatch.setattr(arpa, "parse_block", counted)
     fast = read_arpa(tmp_path / "m.arpa")
+    assert parsed and all(parsed)
     monkeypatch.setattr(arpa, "parse_block", lambda *args: None)
     careful = read_arpa(tmp_path / "m.arpa")
     for a, b in zip(
