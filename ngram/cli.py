@@ -175,12 +175,14 @@ def cmd_fit(args) -> None:
         **params,
     )
     model = NgramLM.fit_ids(ids, itos, **fit)
+    tokens = len(ids)
+    del ids  # not held while the files are written
     if "dask" in model.info:
         d = model.info["dask"]
         _say(
             f"counted on {d['workers']} Dask workers, {d['shards']} shards: "
             f"{(d['map_bytes'] + d['table_bytes']) / 2**20:.0f} MiB sent "
-            f"({d['map_bytes'] / len(ids):.1f} + {d['table_bytes'] / len(ids):.1f} bytes a "
+            f"({d['map_bytes'] / tokens:.1f} + {d['table_bytes'] / tokens:.1f} bytes a "
             f"token, map + index), worker peaks {d['worker_peak_mb']} MiB"
         )
     sizes = " ".join(f"{k + 1}:{len(t):,}" for k, t in enumerate(model.keys))
