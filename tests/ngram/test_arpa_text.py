@@ -108,6 +108,7 @@ def test_the_fast_and_the_careful_reader_read_the_same_model(tmp_path, monkeypat
     for a, b in zip(
         [fast.keys, fast.logp, fast.logbow], [careful.keys, careful.logp, careful.logbow]
     ):
+        assert len(a) == len(b) == 4
         for x, y in zip(a, b):
             assert x.tobytes() == y.tobytes()
 

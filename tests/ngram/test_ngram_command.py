@@ -55,6 +55,7 @@ def test_fit_writes_the_library_model_from_a_file_gzip_or_standard_input(corpus)
     assert r.returncode == 0, r.stderr
     lib = NgramLM.fit([s.split() for s in TRAIN], order=3, discount_fallback=(0.5, 1.0, 1.5))
     saved = NgramLM.load(corpus / "lm.npz")
+    assert len(saved.logp) == len(lib.logp) == 3
     for a, b in zip(saved.logp, lib.logp):
         assert np.array_equal(a, b)
     arpa = read_arpa(corpus / "lm.arpa")
@@ -76,6 +77,7 @@ def test_fit_writes_the_library_model_from_a_file_gzip_or_standard_input(corpus)
         )
         assert r.returncode == 0, r.stderr
         again = NgramLM.load(corpus / "again.npz")
+        assert len(again.logp) == 3
         assert all(np.array_equal(a, b) for a, b in zip(again.logp, saved.logp))
 
 
