@@ -183,8 +183,7 @@ def token_maps(vocab: Vocab, tokens: dict[int, str] | None):
     return torch.from_numpy(to_lm), sos, facts
 
 
-def metadata(net, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
-    states = States(net)
+def metadata(net, states: States, sos: int, vocab_size: int, extra: dict) -> dict[str, str]:
     out = {
         "model_type": "rnnlm",
         "version": "1",
@@ -219,8 +218,8 @@ def export_onnx(scorer, out: Path, tokens: Path | None = None, quantize: str | N
     to_lm, sos, facts = token_maps(scorer.vocab, table)
     out.mkdir(parents=True, exist_ok=True)
     vocab_size = len(to_lm)
-    meta = metadata(net, sos, vocab_size, {"lm_vocab_size": len(scorer.vocab)})
     states = States(net)
+    meta = metadata(net, states, sos, vocab_size, {"lm_vocab_size": len(scorer.vocab)})
     x = torch.full((1, 2), sos, dtype=torch.long)
     h = torch.zeros(len(states.sizes), 1, states.width)
     files = {"with-state": out / "with-state.onnx", "no-state": out / "no-state.onnx"}
